@@ -1,0 +1,155 @@
+import MMoECore
+
+/// One input feature's values for a batch.
+///
+/// Dense features take `float32` arrays of shape `[B]` (width 1) or `[B, width]`; sparse
+/// features take `int64` ids of shape `[B]` or `[B, 1]`; sequence features take `int64` ids
+/// of shape `[B, L]` with `1 ≤ L ≤ max_length`, padded with the feature's `padding_id`.
+public struct FeatureArray: Sendable, Equatable {
+    /// The values, row-major.
+    public enum Values: Sendable, Equatable {
+        /// Float values (dense features).
+        case float32([Float])
+        /// Ids (sparse and sequence features).
+        case int64([Int64])
+
+        /// Number of values.
+        public var count: Int {
+            switch self {
+            case .float32(let values): values.count
+            case .int64(let values): values.count
+            }
+        }
+
+        /// `float32` or `int64`.
+        public var dtypeName: String {
+            switch self {
+            case .float32: "float32"
+            case .int64: "int64"
+            }
+        }
+    }
+
+    /// The values.
+    public var values: Values
+    /// The shape, batch first.
+    public var shape: [Int]
+
+    /// Values with an explicit shape (checked when predicting).
+    public init(values: Values, shape: [Int]) {
+        self.values = values
+        self.shape = shape
+    }
+
+    /// Dense values, `[B]` when `width` is 1, else `[B, width]`.
+    public static func floats(_ values: [Float], width: Int = 1) -> FeatureArray {
+        let rows = width > 0 ? values.count / width : 0
+        return FeatureArray(values: .float32(values), shape: width == 1 ? [rows] : [rows, width])
+    }
+
+    /// One id per example, shape `[B]`.
+    public static func ids(_ values: [Int64]) -> FeatureArray {
+        FeatureArray(values: .int64(values), shape: [values.count])
+    }
+
+    /// Padded id lists, shape `[B, length]`.
+    public static func sequences(_ values: [Int64], length: Int) -> FeatureArray {
+        FeatureArray(values: .int64(values), shape: [length > 0 ? values.count / length : 0, length])
+    }
+}
+
+/// What to do with ids outside a table.
+public enum UnknownIDPolicy: Sendable, Equatable {
+    /// Throw `PredictError.idOutOfRange` (the default).
+    case reject
+    /// Look up this row instead (it must exist in every table that a lookup falls back in).
+    case useRow(Int)
+}
+
+/// What to do with NaN or infinite dense inputs.
+public enum NonFinitePolicy: Sendable, Equatable {
+    /// Let them flow through the arithmetic (the frameworks' behaviour; the default).
+    case propagate
+    /// Throw `PredictError.nonFiniteInput`.
+    case reject
+}
+
+/// Options of one `predict` call.
+public struct PredictOptions: Sendable, Equatable {
+    /// Also return the softmax gate weights of every gate.
+    public var includeGates: Bool
+    /// Handling of ids outside their table.
+    public var unknownIDs: UnknownIDPolicy
+    /// Handling of NaN and infinity in dense inputs.
+    public var nonFinite: NonFinitePolicy
+
+    /// Options; the defaults reject bad ids and let non-finite values through.
+    public init(includeGates: Bool = false, unknownIDs: UnknownIDPolicy = .reject, nonFinite: NonFinitePolicy = .propagate) {
+        self.includeGates = includeGates
+        self.unknownIDs = unknownIDs
+        self.nonFinite = nonFinite
+    }
+}
+
+/// The weights one gate gave its experts, per example: `[batch, experts]` row-major.
+public struct GateWeights: Sendable, Equatable {
+    /// Gate name: `<task>` (MMoE/OMoE), `level<l>.<task>` or `level<l>.shared` (PLE).
+    public let name: String
+    /// Experts mixed, in mixing order.
+    public let experts: Int
+    /// Weights, row-major `[batch, experts]`.
+    public let weights: [Float]
+}
+
+/// The result of `predict`: one value per example per output.
+public struct Prediction: Sendable, Equatable {
+    /// Number of examples.
+    public let batchSize: Int
+    /// Output names in the spec's order.
+    public let outputNames: [String]
+    /// Values per output name, one per example.
+    public let outputs: [String: [Float]]
+    /// Gate weights in plan order (empty unless requested).
+    public let gates: [GateWeights]
+
+    /// The values of one output.
+    public subscript(output: String) -> [Float]? { outputs[output] }
+}
+
+/// Why a batch was rejected. Every case names the feature (and row where it applies).
+public enum PredictError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A feature of the spec is absent from the batch.
+    case missingFeature(String)
+    /// The batch has a feature the spec does not know.
+    case unknownFeature(String)
+    /// Float values given for ids, or ids for floats.
+    case wrongDType(feature: String, expected: String, actual: String)
+    /// The shape does not fit the feature.
+    case wrongShape(feature: String, expected: String, actual: [Int])
+    /// Features disagree about the batch size.
+    case inconsistentBatch(feature: String, rows: Int, expected: Int)
+    /// An id outside its table (or a negative id).
+    case idOutOfRange(feature: String, row: Int, position: Int?, id: Int64, vocabSize: Int)
+    /// NaN or infinity in a dense input, with `nonFinite: .reject`.
+    case nonFiniteInput(feature: String, row: Int, column: Int)
+    /// An option cannot be applied to this model.
+    case invalidOption(String)
+
+    public var description: String {
+        switch self {
+        case .missingFeature(let name): "feature '\(name)' is missing from the batch"
+        case .unknownFeature(let name): "the model has no feature '\(name)'"
+        case .wrongDType(let feature, let expected, let actual):
+            "feature '\(feature)' must be \(expected), got \(actual)"
+        case .wrongShape(let feature, let expected, let actual):
+            "feature '\(feature)' must have shape \(expected), got \(actual)"
+        case .inconsistentBatch(let feature, let rows, let expected):
+            "feature '\(feature)' has \(rows) rows, other features have \(expected)"
+        case .idOutOfRange(let feature, let row, let position, let id, let vocab):
+            "feature '\(feature)' row \(row)\(position.map { " position \($0)" } ?? ""): id \(id) is outside its table (0..<\(vocab))"
+        case .nonFiniteInput(let feature, let row, let column):
+            "feature '\(feature)' row \(row) column \(column) is not finite"
+        case .invalidOption(let reason): "invalid predict option: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import CBLAS
+import Foundation
+import MMoECore
+
+/// The hand-written kernels: pointwise epilogues, softmax, mixing, embedding lookups.
+/// All raw-pointer work of the runtime lives here and in `Model.run`.
+enum Kernels {
+    @inline(__always)
+    static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+
+    /// C[m, n] = A[m, k] · B[k, n] through BLAS.
+    static func gemm(
+        rows: Int, a: UnsafePointer<Float>, lda: Int, k: Int, b: UnsafePointer<Float>, n: Int, c: UnsafeMutablePointer<Float>,
+        ldc: Int
+    ) {
+        mmoe_sgemm_rowmajor(Int32(rows), Int32(n), Int32(k), a, Int32(lda), b, Int32(n), 0, c, Int32(ldc))
+    }
+
+    /// Applies `ops` in order to each row of a `[rows, width]` view with leading dimension `ld`.
+    static func pointwise(_ ops: [PointwiseOp], base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int) {
+        for op in ops {
+            switch op {
+            case .bias(let bias):
+                bias.withUnsafeBufferPointer { b in
+                    for r in 0..<rows {
+                        let row = base + r * ld
+                        for c in 0..<width { row[c] += b[c] }
+                    }
+                }
+            case .affine(let scale, let shift):
+                scale.withUnsafeBufferPointer { s in
+                    shift.withUnsafeBufferPointer { h in
+                        for r in 0..<rows {
+                            let row = base + r * ld
+                            for c in 0..<width { row[c] = row[c] * s[c] + h[c] }
+                        }
+                    }
+                }
+            case .relu:
+                forEach(base, rows, width, ld) { max($0, 0) }
+            case .leakyRelu(let slope):
+                forEach(base, rows, width, ld) { $0 >= 0 ? $0 : $0 * slope }
+            case .prelu(let weight):
+                if weight.count == 1 {
+                    let a = weight[0]
+                    forEach(base, rows, width, ld) { $0 >= 0 ? $0 : $0 * a }
+                } else {
+                    weight.withUnsafeBufferPointer { w in
+                        for r in 0..<rows {
+                            let row = base + r * ld
+                            for c in 0..<width where row[c] < 0 { row[c] *= w[c] }
+                        }
+                    }
+                }
+            case .sigmoid:
+                forEach(base, rows, width, ld) { sigmoid($0) }
+            case .tanh:
+                forEach(base, rows, width, ld) { Foundation.tanh($0) }
+            case .gelu:
+                forEach(base, rows, width, ld) { 0.5 * $0 * (1 + Foundation.erf($0 * 0.707_106_77)) }
+            case .geluTanh:
+                forEach(base, rows, width, ld) { x in
+                    0.5 * x * (1 + Foundation.tanh(0.797_884_56 * (x + 0.044_715 * x * x * x)))
+                }
+            case .silu:
+                forEach(base, rows, width, ld) { $0 * sigmoid($0) }
+            case .dice(let scale, let shift, let alpha):
+                scale.withUnsafeBufferPointer { s in
+                    shift.withUnsafeBufferPointer { h in
+                        alpha.withUnsafeBufferPointer { a in
+                            for r in 0..<rows {
+                                let row = base + r * ld
+                                for c in 0..<width {
+                                    let x = row[c]
+                                    let p = sigmoid(x * s[c] + h[c])
+                                    row[c] = x * (p + a[c] * (1 - p))
+                                }
+                            }
+                        }
+                    }
+                }
+            case .diceRowwise(let alpha, let eps):
+                for r in 0..<rows {
+                    let row = base + r * ld
+                    var sum: Float = 0
+                    for c in 0..<width { sum += row[c] }
+                    let mean = sum / Float(width)
+                    var squares: Float = 0
+                    for c in 0..<width {
+                        let d = row[c] - mean
+                        squares += d * d + eps
+                    }
+                    let inverse = 1 / squares.squareRoot()
+                    for c in 0..<width {
+                        let x = row[c]
+                        let p = sigmoid((x - mean) * inverse)
+                        row[c] = p * x + (1 - p) * alpha * x
+                    }
+                }
+            case .layerNorm(let weight, let bias, let eps):
+                for r in 0..<rows {
+                    let row = base + r * ld
+                    var sum: Float = 0
+                    for c in 0..<width { sum += row[c] }
+                    let mean = sum / Float(width)
+                    var squares: Float = 0
+                    for c in 0..<width {
+                        let d = row[c] - mean
+                        squares += d * d
+                    }
+                    let inverse = 1 / (squares / Float(width) + eps).squareRoot()
+                    for c in 0..<width {
+                        var y = (row[c] - mean) * inverse
+                        if let weight { y *= weight[c] }
+                        if let bias { y += bias[c] }
+                        row[c] = y
+                    }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func forEach(
+        _ base: UnsafeMutablePointer<Float>, _ rows: Int, _ width: Int, _ ld: Int, _ body: (Float) -> Float
+    ) {
+        for r in 0..<rows {
+            let row = base + r * ld
+            for c in 0..<width { row[c] = body(row[c]) }
+        }
+    }
+
+    /// Numerically stable softmax of each row.
+    static func softmax(base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int) {
+        for r in 0..<rows {
+            let row = base + r * ld
+            var largest = -Float.infinity
+            for c in 0..<width { largest = max(largest, row[c]) }
+            var sum: Float = 0
+            for c in 0..<width {
+                let e = Foundation.exp(row[c] - largest)
+                row[c] = e
+                sum += e
+            }
+            let inverse = 1 / sum
+            for c in 0..<width { row[c] *= inverse }
+        }
+    }
+}
+
+/// A read-only view of one embedding table inside its tensor's storage (zero-copy: a mapped
+/// file stays mapped, an i8 table stays i8).
+struct EmbeddingTableView: @unchecked Sendable {
+    let name: String
+    let dtype: DType
+    let vocabSize: Int
+    let dim: Int
+    let rows: UnsafeRawPointer
+    let scales: UnsafeRawPointer?
+
+    init(name: String, weight: Tensor, scale: Tensor?) throws(ModelError) {
+        guard weight.shape.count == 2, let base = weight.storage.bytes.baseAddress else {
+            throw .invalidTensor(name: TensorNames.embedding(name), reason: "an embedding table must be a non-empty matrix")
+        }
+        self.name = name
+        dtype = weight.dtype
+        vocabSize = weight.shape[0]
+        dim = weight.shape[1]
+        rows = base + weight.byteOffset
+        scales = scale.flatMap { s in s.storage.bytes.baseAddress.map { $0 + s.byteOffset } }
+        if dtype == .i8, scales == nil {
+            throw .missingTensor(name: TensorNames.embeddingScale(name), expectedShape: [vocabSize])
+        }
+    }
+
+    /// destination[0..<dim] (+)= row `id`.
+    @inline(__always)
+    func read(row id: Int, into destination: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        switch dtype {
+        case .f32:
+            let source = rows + id * dim * 4
+            if accumulate {
+                for c in 0..<dim { destination[c] += Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: c * 4, as: UInt32.self))) }
+            } else {
+                UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: dim * 4)
+            }
+        case .f16:
+            let source = rows + id * dim * 2
+            for c in 0..<dim {
+                let v = HalfPrecision.float(fromHalf: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)))
+                destination[c] = accumulate ? destination[c] + v : v
+            }
+        case .bf16:
+            let source = rows + id * dim * 2
+            for c in 0..<dim {
+                let v = HalfPrecision.float(fromBFloat16: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)))
+                destination[c] = accumulate ? destination[c] + v : v
+            }
+        case .i8:
+            let source = (rows + id * dim).assumingMemoryBound(to: Int8.self)
+            let scale = scales.map { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: id * 4, as: UInt32.self))) } ?? 0
+            for c in 0..<dim {
+                let v = Float(source[c]) * scale
+                destination[c] = accumulate ? destination[c] + v : v
+            }
+        }
+    }
+
+    /// destination[c] = max(destination[c], row[c]).
+    @inline(__always)
+    func maxRow(_ id: Int, into destination: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        read(row: id, into: scratch, accumulate: false)
+        for c in 0..<dim { destination[c] = max(destination[c], scratch[c]) }
+    }
+}

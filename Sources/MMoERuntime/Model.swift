@@ -1,0 +1,384 @@
+import CBLAS
+import MMoECore
+import Synchronization
+
+/// A compiled multi-task model, ready to predict.
+///
+/// Build it from a spec and its tensors (or open a model file with `MMoEFormat`). Loading
+/// validates every tensor against the spec and compiles a plan: batch norm folded into the
+/// preceding linear, weights packed, first layers of every MLP reading the same input fused
+/// into one matrix multiply, bias and activation fused into its epilogue. Embedding tables are
+/// not copied. `predict` is reentrant: call it from any number of threads.
+public final class Model: Sendable {
+    /// The model description.
+    public let spec: ModelSpec
+    /// The tensors (embedding tables are read from here at predict time).
+    public let tensors: TensorStore
+
+    let inputs: [InputPlan]
+    let tables: [EmbeddingTableView]
+    let featureIndex: [String: Int]
+    let inputView: View
+    let steps: [Step]
+    let bufferWidths: [Int]
+    let bufferOffsets: [Int]  // prefix sums of bufferWidths, in floats per row
+    let rowFloats: Int
+    let heads: [HeadPlan]
+    let gatePlans: [GatePlan]
+    let outputs: [OutputSpec]
+    let scratch = ScratchPool()
+
+    /// Rows processed at once; larger batches run in chunks so scratch memory stays bounded.
+    public static let chunkRows = 4096
+
+    /// Validates `tensors` against `spec` and compiles the plan.
+    public init(spec: ModelSpec, tensors: TensorStore) throws(ModelError) {
+        try spec.validate(tensors: tensors)
+        let layout = try spec.validateStructure()
+        self.spec = spec
+        self.tensors = tensors
+
+        var tables: [EmbeddingTableView] = []
+        var tableIndex: [String: Int] = [:]
+        for table in spec.tables {
+            guard let weight = tensors[TensorNames.embedding(table.name)] else {
+                throw .missingTensor(name: TensorNames.embedding(table.name), expectedShape: [table.vocabSize, table.dim])
+            }
+            tableIndex[table.name] = tables.count
+            tables.append(try EmbeddingTableView(name: table.name, weight: weight, scale: tensors[TensorNames.embeddingScale(table.name)]))
+        }
+        self.tables = tables
+        var inputs: [InputPlan] = []
+        var featureIndex: [String: Int] = [:]
+        for feature in spec.features {
+            let column = layout.featureOffsets[feature.name] ?? 0
+            let table = feature.table.flatMap { tableIndex[$0] }
+            let width = feature.kind == .dense ? (feature.width ?? 1) : tables[table ?? 0].dim
+            featureIndex[feature.name] = inputs.count
+            inputs.append(InputPlan(feature: feature, column: column, width: width, table: table))
+        }
+        self.inputs = inputs
+        self.featureIndex = featureIndex
+
+        var compiler = PlanCompiler(spec: spec, tensors: tensors)
+        let input = compiler.allocate(width: layout.inputWidth)
+        let towerInputs = try compiler.compileArchitecture(input: input)
+        var towerItems: [(input: View, mlp: MLP, path: String)] = []
+        for (t, tower) in spec.architecture.towers.enumerated() { towerItems.append((towerInputs[t], tower, "towers.\(t)")) }
+        let towerOutputs = try compiler.compileMLPs(towerItems)
+        var heads: [HeadPlan] = []
+        for (t, task) in spec.tasks.enumerated() {
+            let bias = task.predictionBias ? try compiler.floats(TensorNames.headBias(t))[0] : 0
+            heads.append(HeadPlan(view: towerOutputs[t], kind: task.head, bias: bias))
+        }
+        inputView = input
+        steps = compiler.steps
+        bufferWidths = compiler.bufferWidths
+        var offsets: [Int] = []
+        var total = 0
+        for width in compiler.bufferWidths {
+            offsets.append(total)
+            total += width
+        }
+        bufferOffsets = offsets
+        rowFloats = total
+        self.heads = heads
+        gatePlans = compiler.gates
+        outputs = spec.resolvedOutputs
+    }
+
+    /// Number of matrix multiplies in the compiled plan (fusion makes it smaller than the
+    /// number of linear layers).
+    public var matrixMultiplyCount: Int {
+        steps.reduce(0) { count, step in if case .gemm = step { count + 1 } else { count } }
+    }
+
+    /// Runs the model on a batch of named feature arrays.
+    public func predict(_ batch: [String: FeatureArray], options: PredictOptions = PredictOptions()) throws(PredictError)
+        -> Prediction
+    {
+        let rows = try checkBatch(batch, options: options)
+        var results = [[Float]](repeating: [Float](repeating: 0, count: rows), count: heads.count)
+        var gateResults = options.includeGates ? gatePlans.map { [Float](repeating: 0, count: rows * $0.view.width) } : []
+        let ordered = inputs.map { batch[$0.feature.name] }
+        if rows > 0 {
+            let scratch = scratch.acquire(floats: min(rows, Model.chunkRows) * rowFloats, extra: maxTableDim())
+            defer { self.scratch.release(scratch) }
+            var start = 0
+            while start < rows {
+                let count = min(Model.chunkRows, rows - start)
+                try run(start: start, rows: count, batch: ordered, options: options, scratch: scratch, results: &results, gates: &gateResults)
+                start += count
+            }
+        }
+        var named: [String: [Float]] = [:]
+        for (t, task) in spec.tasks.enumerated() { named[task.name] = results[t] }
+        for output in outputs {
+            guard let product = output.product else { continue }
+            var values = [Float](repeating: 1, count: rows)
+            for factor in product {
+                guard let factorValues = named[factor] else { continue }
+                for r in 0..<rows { values[r] *= factorValues[r] }
+            }
+            named[output.name] = values
+        }
+        var final: [String: [Float]] = [:]
+        for output in outputs { final[output.name] = named[output.name] }
+        let gates = zip(gatePlans, gateResults).map { GateWeights(name: $0.name, experts: $0.view.width, weights: $1) }
+        return Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, gates: gates)
+    }
+
+    private func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
+
+    /// Checks names, dtypes and shapes; returns the batch size.
+    private func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions) throws(PredictError) -> Int {
+        for name in batch.keys.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
+        if case .useRow(let row) = options.unknownIDs {
+            for plan in inputs {
+                guard let table = plan.table else { continue }
+                guard row >= 0, row < tables[table].vocabSize else {
+                    throw .invalidOption("fallback row \(row) is outside table '\(tables[table].name)' (0..<\(tables[table].vocabSize))")
+                }
+            }
+        }
+        var rows: Int?
+        for plan in inputs {
+            let feature = plan.feature
+            guard let array = batch[feature.name] else { throw .missingFeature(feature.name) }
+            let shape = array.shape
+            let featureRows: Int
+            switch feature.kind {
+            case .dense:
+                guard case .float32 = array.values else {
+                    throw .wrongDType(feature: feature.name, expected: "float32", actual: array.values.dtypeName)
+                }
+                let width = plan.width
+                let fits = (shape.count == 2 && shape[1] == width) || (width == 1 && shape.count == 1)
+                guard fits, shape[0] >= 0 else {
+                    throw .wrongShape(feature: feature.name, expected: width == 1 ? "[B] or [B, 1]" : "[B, \(width)]", actual: shape)
+                }
+                featureRows = shape[0]
+                guard Tensor.checkedElementCount(shape) == array.values.count else {
+                    throw .wrongShape(feature: feature.name, expected: "\(array.values.count) values", actual: shape)
+                }
+            case .sparse:
+                guard case .int64 = array.values else {
+                    throw .wrongDType(feature: feature.name, expected: "int64", actual: array.values.dtypeName)
+                }
+                guard (shape.count == 1 || (shape.count == 2 && shape[1] == 1)), shape[0] >= 0,
+                    shape[0] == array.values.count
+                else { throw .wrongShape(feature: feature.name, expected: "[B] or [B, 1]", actual: shape) }
+                featureRows = shape[0]
+            case .sequence:
+                guard case .int64 = array.values else {
+                    throw .wrongDType(feature: feature.name, expected: "int64", actual: array.values.dtypeName)
+                }
+                let maxLength = feature.maxLength ?? 1
+                guard shape.count == 2, shape[0] >= 0, shape[1] >= 1, shape[1] <= maxLength,
+                    Tensor.checkedElementCount(shape) == array.values.count
+                else { throw .wrongShape(feature: feature.name, expected: "[B, L] with 1 <= L <= \(maxLength)", actual: shape) }
+                featureRows = shape[0]
+            }
+            if let rows, rows != featureRows { throw .inconsistentBatch(feature: feature.name, rows: featureRows, expected: rows) }
+            rows = featureRows
+        }
+        guard let rows else { return 0 }
+        guard rows <= Int(Int32.max) else { throw .wrongShape(feature: inputs[0].feature.name, expected: "fewer than 2^31 rows", actual: [rows]) }
+        return rows
+    }
+
+    /// Runs one chunk of rows.
+    private func run(
+        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, results: inout [[Float]],
+        gates: inout [[Float]]
+    ) throws(PredictError) {
+        let arena = scratch.memory
+        func pointer(_ view: View) -> UnsafeMutablePointer<Float> {
+            arena + rows * bufferOffsets[view.buffer] + view.column
+        }
+        func ld(_ view: View) -> Int { bufferWidths[view.buffer] }
+
+        try assembleInput(start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView), rowScratch: scratch.extra)
+
+        for step in steps {
+            switch step {
+            case .gemm(let input, let weight, let output):
+                weight.withUnsafeBufferPointer { w in
+                    guard let wBase = w.baseAddress else { return }
+                    Kernels.gemm(
+                        rows: rows, a: pointer(input), lda: ld(input), k: input.width, b: wBase, n: output.width, c: pointer(output),
+                        ldc: ld(output))
+                }
+            case .pointwise(let view, let ops):
+                Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view))
+            case .copy(let from, let to):
+                let source = pointer(from)
+                let destination = pointer(to)
+                for r in 0..<rows { (destination + r * ld(to)).update(from: source + r * ld(from), count: from.width) }
+            case .softmax(let view):
+                Kernels.softmax(base: pointer(view), rows: rows, width: view.width, ld: ld(view))
+            case .mix(let gate, let experts, let output):
+                let g = pointer(gate)
+                let gateLD = ld(gate)
+                let out = pointer(output)
+                let outLD = ld(output)
+                let width = output.width
+                for r in 0..<rows {
+                    let destination = out + r * outLD
+                    destination.update(repeating: 0, count: width)
+                    for (e, expert) in experts.enumerated() {
+                        let weight = g[r * gateLD + e]
+                        let source = pointer(expert) + r * ld(expert)
+                        for c in 0..<width { destination[c] += weight * source[c] }
+                    }
+                }
+            }
+        }
+        for (t, head) in heads.enumerated() {
+            let base = pointer(head.view)
+            let headLD = ld(head.view)
+            results[t].withUnsafeMutableBufferPointer { out in
+                for r in 0..<rows {
+                    let row = base + r * headLD
+                    let value: Float
+                    switch head.kind {
+                    case .sigmoid: value = Kernels.sigmoid(row[0] + head.bias)
+                    case .identity: value = row[0] + head.bias
+                    case .softmax2: value = Kernels.sigmoid(row[1] - row[0])
+                    }
+                    out[start + r] = value
+                }
+            }
+        }
+        for (g, gate) in gatePlans.enumerated() where g < gates.count {
+            let base = pointer(gate.view)
+            let gateLD = ld(gate.view)
+            let width = gate.view.width
+            gates[g].withUnsafeMutableBufferPointer { out in
+                for r in 0..<rows {
+                    for e in 0..<width { out[(start + r) * width + e] = base[r * gateLD + e] }
+                }
+            }
+        }
+    }
+
+    /// Writes the concatenated input of rows `start ..< start + rows`.
+    private func assembleInput(
+        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, into base: UnsafeMutablePointer<Float>, ld: Int,
+        rowScratch: UnsafeMutablePointer<Float>
+    ) throws(PredictError) {
+        for (index, plan) in inputs.enumerated() {
+            guard let array = batch[index] else { throw .missingFeature(plan.feature.name) }
+            let feature = plan.feature
+            switch array.values {
+            case .float32(let values):
+                let width = plan.width
+                for r in 0..<rows {
+                    let destination = base + r * ld + plan.column
+                    for c in 0..<width {
+                        let v = values[(start + r) * width + c]
+                        if options.nonFinite == .reject, !v.isFinite {
+                            throw .nonFiniteInput(feature: feature.name, row: start + r, column: c)
+                        }
+                        destination[c] = v
+                    }
+                }
+            case .int64(let ids):
+                guard let tableIndex = plan.table else { continue }
+                let table = tables[tableIndex]
+                func resolve(_ id: Int64, row: Int, position: Int?) throws(PredictError) -> Int {
+                    if id >= 0, id < Int64(table.vocabSize) { return Int(id) }
+                    if case .useRow(let fallback) = options.unknownIDs { return fallback }
+                    throw .idOutOfRange(feature: feature.name, row: row, position: position, id: id, vocabSize: table.vocabSize)
+                }
+                if feature.kind == .sparse {
+                    for r in 0..<rows {
+                        let id = try resolve(ids[start + r], row: start + r, position: nil)
+                        table.read(row: id, into: base + r * ld + plan.column, accumulate: false)
+                    }
+                    continue
+                }
+                let length = array.shape[1]
+                let padding = feature.paddingID.map { Int64($0) }
+                let pooling = feature.pooling ?? .sum
+                let dim = table.dim
+                for r in 0..<rows {
+                    let destination = base + r * ld + plan.column
+                    var count = 0
+                    for p in 0..<length {
+                        let raw = ids[(start + r) * length + p]
+                        if let padding, raw == padding { continue }
+                        let id = try resolve(raw, row: start + r, position: p)
+                        switch pooling {
+                        case .sum, .mean:
+                            table.read(row: id, into: destination, accumulate: count > 0)
+                        case .max:
+                            if count == 0 {
+                                table.read(row: id, into: destination, accumulate: false)
+                            } else {
+                                table.maxRow(id, into: destination, scratch: rowScratch)
+                            }
+                        }
+                        count += 1
+                    }
+                    if count == 0 {
+                        let empty = pooling == .max ? Float(feature.emptyMaxValue ?? 0) : 0
+                        destination.update(repeating: empty, count: dim)
+                    } else if pooling == .mean {
+                        let divisor = Float(Double(count) + (feature.meanEpsilon ?? 0))
+                        for c in 0..<dim { destination[c] /= divisor }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reusable scratch memory for one `predict` call at a time.
+final class Scratch: @unchecked Sendable {
+    private(set) var memory: UnsafeMutablePointer<Float>
+    private(set) var capacity: Int
+    private(set) var extra: UnsafeMutablePointer<Float>
+    private var extraCapacity: Int
+
+    init() {
+        memory = .allocate(capacity: 1)
+        capacity = 1
+        extra = .allocate(capacity: 1)
+        extraCapacity = 1
+    }
+
+    func reserve(floats: Int, extra extraFloats: Int) {
+        if floats > capacity {
+            memory.deallocate()
+            memory = .allocate(capacity: floats)
+            capacity = floats
+        }
+        if extraFloats > extraCapacity {
+            extra.deallocate()
+            extra = .allocate(capacity: extraFloats)
+            extraCapacity = extraFloats
+        }
+    }
+
+    deinit {
+        memory.deallocate()
+        extra.deallocate()
+    }
+}
+
+/// A lock-protected stack of scratch areas; a call takes one and puts it back, so steady
+/// state allocates nothing and concurrent calls never share one.
+final class ScratchPool: Sendable {
+    private let free = Mutex<[Scratch]>([])
+
+    func acquire(floats: Int, extra: Int) -> Scratch {
+        let scratch = free.withLock { $0.popLast() } ?? Scratch()
+        scratch.reserve(floats: floats, extra: extra)
+        return scratch
+    }
+
+    func release(_ scratch: Scratch) {
+        free.withLock { $0.append(scratch) }
+    }
+}

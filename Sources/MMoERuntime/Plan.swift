@@ -1,0 +1,341 @@
+import MMoECore
+
+/// A column range of one scratch buffer: `buffer` is `[batch, bufferWidth]` row-major and
+/// the view covers columns `column ..< column + width`.
+struct View: Hashable, Sendable {
+    var buffer: Int
+    var column: Int
+    var width: Int
+}
+
+/// An elementwise operation applied row by row to a view (the epilogue of a matrix multiply).
+enum PointwiseOp: Sendable {
+    case bias([Float])
+    case affine(scale: [Float], shift: [Float])
+    case relu
+    case leakyRelu(Float)
+    case prelu([Float])  // 1 value (scalar) or one per column
+    case sigmoid
+    case tanh
+    case gelu
+    case geluTanh
+    case silu
+    /// y = x · (α + (1 − α) · sigmoid(scale·x + shift)) — both DeepCTR Dice variants after folding their BN.
+    case dice(scale: [Float], shift: [Float], alpha: [Float])
+    /// torch-rechub Dice: per-row statistics.
+    case diceRowwise(alpha: Float, eps: Float)
+    case layerNorm(weight: [Float]?, bias: [Float]?, eps: Float)
+}
+
+/// One step of the compiled program.
+enum Step: Sendable {
+    /// output = input · weight, weight packed `[input.width, output.width]` row-major.
+    case gemm(input: View, weight: [Float], output: View)
+    case pointwise(View, [PointwiseOp])
+    case copy(from: View, to: View)
+    case softmax(View)
+    /// output[b] = Σ_e gate[b, e] · experts[e][b]
+    case mix(gate: View, experts: [View], output: View)
+}
+
+/// How a task's tower output becomes its prediction.
+struct HeadPlan: Sendable {
+    var view: View
+    var kind: HeadKind
+    var bias: Float
+}
+
+/// A gate whose weights can be reported.
+struct GatePlan: Sendable {
+    var name: String
+    var view: View
+}
+
+/// Where a feature's values land in the input buffer.
+struct InputPlan: Sendable {
+    var feature: Feature
+    var column: Int
+    var width: Int
+    var table: Int?  // index into Model.tables
+}
+
+/// An MLP lowered to matrix multiplies with fused epilogues.
+struct CompiledMLP {
+    struct DenseLayer {
+        var inWidth: Int
+        var outWidth: Int
+        var weight: [Float]  // packed [in, out]
+        var ops: [PointwiseOp]  // starts with .bias when the layer has one
+    }
+    var prologue: [PointwiseOp] = []
+    var layers: [DenseLayer] = []
+}
+
+/// Turns spec + tensors into a program of steps over scratch buffers.
+struct PlanCompiler {
+    let spec: ModelSpec
+    let tensors: TensorStore
+    var bufferWidths: [Int] = []
+    var steps: [Step] = []
+    var gates: [GatePlan] = []
+
+    init(spec: ModelSpec, tensors: TensorStore) {
+        self.spec = spec
+        self.tensors = tensors
+    }
+
+    mutating func allocate(width: Int) -> View {
+        bufferWidths.append(width)
+        return View(buffer: bufferWidths.count - 1, column: 0, width: width)
+    }
+
+    func floats(_ name: String) throws(ModelError) -> [Float] {
+        guard let tensor = tensors[name] else { throw .missingTensor(name: name, expectedShape: []) }
+        let values = tensor.floats()
+        if let bad = values.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteTensor(name: name, index: bad) }
+        return values
+    }
+
+    /// Per-channel scale and shift of an inference batch norm: y = x·scale + shift.
+    func batchNormAffine(path: String, index: Int, eps: Double, affine: Bool, width: Int) throws(ModelError)
+        -> (scale: [Double], shift: [Double])
+    {
+        let name = { (p: String) in TensorNames.layer(path, index, p) }
+        let mean = try floats(name("running_mean"))
+        let variance = try floats(name("running_var"))
+        let gamma = affine ? try floats(name("weight")) : Array(repeating: 1, count: width)
+        let beta = affine ? try floats(name("bias")) : Array(repeating: 0, count: width)
+        var scale = [Double](repeating: 0, count: width)
+        var shift = [Double](repeating: 0, count: width)
+        for c in 0..<width {
+            let denominator = Double(variance[c]) + eps
+            guard denominator > 0 else {
+                throw .invalidTensor(name: name("running_var"), reason: "variance + eps is not positive at channel \(c)")
+            }
+            scale[c] = Double(gamma[c]) / denominator.squareRoot()
+            shift[c] = Double(beta[c]) - Double(mean[c]) * scale[c]
+        }
+        return (scale, shift)
+    }
+
+    /// Lowers one MLP: batch norm directly after a linear is folded into it.
+    func compile(_ mlp: MLP, path: String, inputWidth: Int) throws(ModelError) -> CompiledMLP {
+        var result = CompiledMLP()
+        var width = inputWidth
+        // Folding needs the unfolded weight until the layer's first non-BN op, so keep Doubles.
+        var pendingWeight: [Double]? = nil  // [out, in] as stored
+        var pendingBias: [Double]? = nil
+        var pendingIn = 0
+        func appendOp(_ op: PointwiseOp, to result: inout CompiledMLP) {
+            if result.layers.isEmpty { result.prologue.append(op) } else { result.layers[result.layers.count - 1].ops.append(op) }
+        }
+        func flush(_ result: inout CompiledMLP) {
+            guard let weight = pendingWeight else { return }
+            let outWidth = weight.count / max(pendingIn, 1)
+            var packed = [Float](repeating: 0, count: pendingIn * outWidth)
+            for o in 0..<outWidth {
+                for i in 0..<pendingIn { packed[i * outWidth + o] = Float(weight[o * pendingIn + i]) }
+            }
+            var ops: [PointwiseOp] = []
+            if let bias = pendingBias { ops.append(.bias(bias.map { Float($0) })) }
+            result.layers.append(.init(inWidth: pendingIn, outWidth: outWidth, weight: packed, ops: ops))
+            pendingWeight = nil
+            pendingBias = nil
+        }
+        for (index, layer) in mlp.layers.enumerated() {
+            let name = { (p: String) in TensorNames.layer(path, index, p) }
+            switch layer {
+            case .dropout, .identity:
+                continue
+            case .linear(let units, let hasBias):
+                flush(&result)
+                pendingWeight = try floats(name("weight")).map { Double($0) }
+                pendingBias = hasBias ? try floats(name("bias")).map { Double($0) } : nil
+                pendingIn = width
+                width = units
+                continue
+            case .batchNorm(let eps, let affine):
+                let (scale, shift) = try batchNormAffine(path: path, index: index, eps: eps, affine: affine, width: width)
+                if var weight = pendingWeight {
+                    // Fold: W' = diag(scale)·W, b' = scale·b + shift.
+                    for o in 0..<width {
+                        for i in 0..<pendingIn { weight[o * pendingIn + i] *= scale[o] }
+                    }
+                    pendingWeight = weight
+                    let bias = pendingBias ?? Array(repeating: 0, count: width)
+                    pendingBias = (0..<width).map { bias[$0] * scale[$0] + shift[$0] }
+                    continue
+                }
+                flush(&result)
+                appendOp(.affine(scale: scale.map { Float($0) }, shift: shift.map { Float($0) }), to: &result)
+                continue
+            default:
+                break
+            }
+            flush(&result)
+            let op: PointwiseOp
+            switch layer {
+            case .relu: op = .relu
+            case .leakyRelu(let slope): op = .leakyRelu(Float(slope))
+            case .prelu: op = .prelu(try floats(name("weight")))
+            case .sigmoid: op = .sigmoid
+            case .tanh: op = .tanh
+            case .gelu(let tanhApproximation): op = tanhApproximation ? .geluTanh : .gelu
+            case .silu: op = .silu
+            case .layerNorm(let eps, let affine):
+                op = .layerNorm(
+                    weight: affine ? try floats(name("weight")) : nil, bias: affine ? try floats(name("bias")) : nil,
+                    eps: Float(eps))
+            case .dice(let variant, let eps):
+                switch variant {
+                case .rechub:
+                    op = .diceRowwise(alpha: try floats(name("alpha"))[0], eps: Float(eps))
+                case .deepctr, .deepctrTorch:
+                    let (scale, shift) = try batchNormAffine(
+                        path: path, index: index, eps: eps, affine: variant == .deepctrTorch, width: width)
+                    op = .dice(scale: scale.map { Float($0) }, shift: shift.map { Float($0) }, alpha: try floats(name("alpha")))
+                }
+            default:
+                continue
+            }
+            appendOp(op, to: &result)
+        }
+        flush(&result)
+        return result
+    }
+
+    /// Compiles MLPs, each with its input view; first layers of MLPs reading the same view
+    /// become one matrix multiply. Returns each MLP's output view.
+    mutating func compileMLPs(_ items: [(input: View, mlp: MLP, path: String)]) throws(ModelError) -> [View] {
+        var compiled: [CompiledMLP] = []
+        for item in items { compiled.append(try compile(item.mlp, path: item.path, inputWidth: item.input.width)) }
+        var outputs = [View?](repeating: nil, count: items.count)
+        var started = [Int: (view: View, nextLayer: Int)]()
+
+        // Group fusable MLPs (no prologue, at least one layer) by input view, in first-seen order.
+        var groupOrder: [View] = []
+        var groups: [View: [Int]] = [:]
+        for (index, mlp) in compiled.enumerated() where mlp.prologue.isEmpty && !mlp.layers.isEmpty {
+            if groups[items[index].input] == nil { groupOrder.append(items[index].input) }
+            groups[items[index].input, default: []].append(index)
+        }
+        for input in groupOrder {
+            let members = groups[input] ?? []
+            let total = members.reduce(0) { $0 + compiled[$1].layers[0].outWidth }
+            let output = allocate(width: total)
+            var packed = [Float](repeating: 0, count: input.width * total)
+            var column = 0
+            var segments: [(Int, View)] = []
+            for member in members {
+                let layer = compiled[member].layers[0]
+                for i in 0..<input.width {
+                    for o in 0..<layer.outWidth { packed[i * total + column + o] = layer.weight[i * layer.outWidth + o] }
+                }
+                segments.append((member, View(buffer: output.buffer, column: column, width: layer.outWidth)))
+                column += layer.outWidth
+            }
+            steps.append(.gemm(input: input, weight: packed, output: output))
+            for (member, view) in segments {
+                let ops = compiled[member].layers[0].ops
+                if !ops.isEmpty { steps.append(.pointwise(view, ops)) }
+                started[member] = (view, 1)
+            }
+        }
+        for index in compiled.indices {
+            let mlp = compiled[index]
+            var current: View
+            var next: Int
+            if let (view, layer) = started[index] {
+                current = view
+                next = layer
+            } else if mlp.prologue.isEmpty {
+                current = items[index].input  // identity MLP
+                next = 0
+            } else {
+                current = allocate(width: items[index].input.width)
+                steps.append(.copy(from: items[index].input, to: current))
+                steps.append(.pointwise(current, mlp.prologue))
+                next = 0
+            }
+            while next < mlp.layers.count {
+                let layer = mlp.layers[next]
+                let output = allocate(width: layer.outWidth)
+                steps.append(.gemm(input: current, weight: layer.weight, output: output))
+                if !layer.ops.isEmpty { steps.append(.pointwise(output, layer.ops)) }
+                current = output
+                next += 1
+            }
+            outputs[index] = current
+        }
+        return outputs.map { $0 ?? View(buffer: 0, column: 0, width: 0) }
+    }
+
+    /// Softmax over a gate's output, then the weighted sum of the experts.
+    mutating func mixture(gate: View, experts: [View], gateName: String) -> View {
+        steps.append(.softmax(gate))
+        gates.append(GatePlan(name: gateName, view: gate))
+        let output = allocate(width: experts.first?.width ?? 0)
+        steps.append(.mix(gate: gate, experts: experts, output: output))
+        return output
+    }
+
+    /// Compiles the architecture reading `input`; returns each tower's input view.
+    mutating func compileArchitecture(input: View) throws(ModelError) -> [View] {
+        let a = spec.architecture
+        let taskCount = spec.tasks.count
+        switch a.type {
+        case .sharedBottom, .esmm:
+            var shared = input
+            if let bottom = a.bottom { shared = try compileMLPs([(input, bottom, "bottom")])[0] }
+            return Array(repeating: shared, count: taskCount)
+        case .omoe, .mmoe:
+            let experts = a.experts ?? []
+            var items = experts.enumerated().map { (input: input, mlp: $0.element, path: "experts.\($0.offset)") }
+            if a.type == .omoe, let gate = a.gate {
+                items.append((input, gate, "gate"))
+            } else {
+                for (t, gate) in (a.gates ?? []).enumerated() { items.append((input, gate, "gates.\(t)")) }
+            }
+            let views = try compileMLPs(items)
+            let expertViews = Array(views[0..<experts.count])
+            if a.type == .omoe {
+                let mixed = mixture(gate: views[experts.count], experts: expertViews, gateName: "shared")
+                return Array(repeating: mixed, count: taskCount)
+            }
+            return (0..<taskCount).map { t in
+                mixture(gate: views[experts.count + t], experts: expertViews, gateName: spec.tasks[t].name)
+            }
+        case .ple:
+            var taskInputs = Array(repeating: input, count: taskCount)
+            var sharedInput = input
+            for (l, level) in (a.levels ?? []).enumerated() {
+                var items: [(input: View, mlp: MLP, path: String)] = []
+                var specificRanges: [Range<Int>] = []
+                for (t, experts) in level.specificExperts.enumerated() {
+                    let start = items.count
+                    for (j, mlp) in experts.enumerated() { items.append((taskInputs[t], mlp, "levels.\(l).specific_experts.\(t).\(j)")) }
+                    specificRanges.append(start..<items.count)
+                }
+                let sharedStart = items.count
+                for (k, mlp) in level.sharedExperts.enumerated() { items.append((sharedInput, mlp, "levels.\(l).shared_experts.\(k)")) }
+                let sharedRange = sharedStart..<items.count
+                let gateStart = items.count
+                for (t, gate) in level.specificGates.enumerated() { items.append((taskInputs[t], gate, "levels.\(l).specific_gates.\(t)")) }
+                if let gate = level.sharedGate { items.append((sharedInput, gate, "levels.\(l).shared_gate")) }
+                let views = try compileMLPs(items)
+                let sharedViews = Array(views[sharedRange])
+                var nextTaskInputs: [View] = []
+                for t in 0..<taskCount {
+                    let experts = Array(views[specificRanges[t]]) + sharedViews
+                    nextTaskInputs.append(mixture(gate: views[gateStart + t], experts: experts, gateName: "level\(l).\(spec.tasks[t].name)"))
+                }
+                if level.sharedGate != nil {
+                    let all = Array(views[0..<sharedRange.upperBound])
+                    sharedInput = mixture(gate: views[gateStart + taskCount], experts: all, gateName: "level\(l).shared")
+                }
+                taskInputs = nextTaskInputs
+            }
+            return taskInputs
+        }
+    }
+}

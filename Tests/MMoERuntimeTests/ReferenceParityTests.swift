@@ -1,0 +1,121 @@
+import Foundation
+import MMoECore
+import MMoERuntime
+import MMoETestSupport
+import Testing
+
+/// |optimized − reference| ≤ 1e-6 · max(1, |reference|) for every output and gate weight.
+func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Double]], gates: [String: [[Double]]]), rows: Int) {
+    for name in prediction.outputNames {
+        let got = prediction[name] ?? []
+        let want = reference.outputs[name] ?? []
+        #expect(got.count == rows && want.count == rows, "output \(name)")
+        for r in 0..<min(got.count, want.count) {
+            let error = abs(Double(got[r]) - want[r])
+            #expect(error <= 1e-6 * max(1, abs(want[r])), "output \(name) row \(r): \(got[r]) vs \(want[r])")
+        }
+    }
+    for gate in prediction.gates {
+        let want = reference.gates[gate.name] ?? []
+        #expect(want.count == rows, "gate \(gate.name)")
+        for r in 0..<min(rows, want.count) {
+            for e in 0..<gate.experts {
+                let error = abs(Double(gate.weights[r * gate.experts + e]) - want[r][e])
+                #expect(error <= 1e-6, "gate \(gate.name) row \(r) expert \(e)")
+            }
+        }
+    }
+}
+
+@Suite("Runtime against the naive reference evaluator")
+struct ReferenceParityTests {
+    static let samples = SampleSpecs.all.map(\.name)
+
+    @Test("optimized plan equals the reference", arguments: samples)
+    func parity(sample: String) throws {
+        let spec = try #require(SampleSpecs.all.first { $0.name == sample }?.spec)
+        let tensors = try randomTensors(for: spec, seed: 42)
+        let model = try Model(spec: spec, tensors: tensors)
+        for rows in [1, 7, 33] {
+            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows))
+            let prediction = try model.predict(batch, options: PredictOptions(includeGates: true))
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
+            expectClose(prediction, reference, rows: rows)
+            #expect(prediction.outputNames == spec.resolvedOutputs.map(\.name))
+        }
+    }
+
+    @Test("embedding tables in every dtype", arguments: [DType.f16, .bf16, .i8])
+    func embeddingDTypes(dtype: DType) throws {
+        let spec = SampleSpecs.mmoe
+        let tensors = try randomTensors(for: spec, seed: 7, embeddingDType: dtype)
+        #expect(tensors[TensorNames.embedding("item")]?.dtype == dtype)
+        let model = try Model(spec: spec, tensors: tensors)
+        let batch = randomBatch(for: spec, rows: 9, seed: 3)
+        let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: 9)
+        expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: 9)
+    }
+
+    @Test("batches larger than one chunk run in chunks")
+    func chunking() throws {
+        let spec = SampleSpecs.ple
+        let tensors = try randomTensors(for: spec, seed: 5)
+        let model = try Model(spec: spec, tensors: tensors)
+        let rows = Model.chunkRows + 5
+        let batch = randomBatch(for: spec, rows: rows, seed: 11)
+        let whole = try model.predict(batch)
+        // The last 5 rows alone must match the tail of the whole batch.
+        var tail: [String: FeatureArray] = [:]
+        for (name, array) in batch {
+            let width = array.shape.dropFirst().reduce(1, *)
+            var shape = array.shape
+            shape[0] = 5
+            switch array.values {
+            case .float32(let v): tail[name] = FeatureArray(values: .float32(Array(v[((rows - 5) * width)...])), shape: shape)
+            case .int64(let v): tail[name] = FeatureArray(values: .int64(Array(v[((rows - 5) * width)...])), shape: shape)
+            }
+        }
+        let part = try model.predict(tail)
+        for name in whole.outputNames {
+            #expect(Array(whole[name]?.suffix(5) ?? []) == part[name])
+        }
+    }
+
+    @Test("fusion: first layers of all experts and gates are one matrix multiply")
+    func fusion() throws {
+        let spec = SampleSpecs.mmoe
+        let model = try Model(spec: spec, tensors: try randomTensors(for: spec, seed: 1))
+        // 1 fused (3 experts + 2 gates) + 3 second expert layers + 1 gate second layer
+        // + 2 towers x 2 layers.
+        #expect(model.matrixMultiplyCount == 1 + 3 + 1 + 4)
+    }
+
+    @Test("8 threads predicting on one model get identical results")
+    func concurrency() async throws {
+        let spec = SampleSpecs.ple
+        let model = try Model(spec: spec, tensors: try randomTensors(for: spec, seed: 9))
+        let batches = (0..<8).map { randomBatch(for: spec, rows: 50 + $0 * 37, seed: UInt64($0)) }
+        let serial = try batches.map { try model.predict($0, options: PredictOptions(includeGates: true)) }
+        let concurrent = try await withThrowingTaskGroup(of: (Int, [Prediction]).self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    var results: [Prediction] = []
+                    for round in 0..<10 {
+                        let index = (worker + round) % batches.count
+                        results.append(try model.predict(batches[index], options: PredictOptions(includeGates: true)))
+                    }
+                    return (worker, results)
+                }
+            }
+            var all: [(Int, [Prediction])] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        #expect(concurrent.count == 8)
+        for (worker, results) in concurrent {
+            for (round, result) in results.enumerated() {
+                #expect(result == serial[(worker + round) % batches.count])
+            }
+        }
+    }
+}
