@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "MMoECore", swiftSettings: strict),
         .target(name: "MMoERuntime", dependencies: ["MMoECore", "CBLAS"], swiftSettings: strict),
         .target(name: "MMoEFormat", dependencies: ["MMoECore", "MMoERuntime"], swiftSettings: strict),
-        .target(name: "MMoEHDF5", dependencies: ["MMoECore", "MMoERuntime", "CHDF5"], swiftSettings: strict),
+        .target(name: "MMoEHDF5", dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat", "CHDF5"], swiftSettings: strict),
         .target(
             name: "MMoEImport",
             dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat", "MMoEHDF5", "CZlib"],

@@ -1,6 +1,8 @@
 #ifndef MMOE_CHDF5_SHIM_H
 #define MMOE_CHDF5_SHIM_H
 #include <hdf5.h>
+#include <stdio.h>
+#include <string.h>
 
 /* HDF5 exposes its constants as macros over `*_g` globals that need H5open() first; Swift
  * cannot import them (and in Swift 6 mode the mutable globals do not compile). These shims
@@ -26,6 +28,7 @@ static inline hid_t mmoe_h5t_std_i8le(void) { return H5T_STD_I8LE; }
 static inline hid_t mmoe_h5t_std_u16le(void) { return H5T_STD_U16LE; }
 static inline hid_t mmoe_h5t_std_i64le(void) { return H5T_STD_I64LE; }
 static inline hid_t mmoe_h5t_c_s1(void) { return H5T_C_S1; }
+static inline hid_t mmoe_h5p_link_create(void) { return H5P_LINK_CREATE; }
 
 /// Silences HDF5's automatic printing of its error stack to stderr (process-wide).
 static inline herr_t mmoe_h5_silence_errors(void) { return H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -61,5 +64,41 @@ static inline hid_t mmoe_h5t_create_f16(void) {
     if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0
         || H5Tset_precision(t, 16) < 0) { H5Tclose(t); return -1; }
     return t;
+}
+
+/* Lists the datasets below a group (recursively) as NUL-separated paths relative to it.
+ * Any link that is not a hard link (soft, external, user-defined) stops the walk: a file we
+ * read must not make us open other files. */
+typedef struct { char *buf; size_t cap; size_t len; size_t count; int bad_link; } mmoe_h5_names;
+
+static inline herr_t mmoe_h5_visit_cb(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    mmoe_h5_names *n = (mmoe_h5_names *)data;
+    if (info->type != H5L_TYPE_HARD) { n->bad_link = 1; return 1; }
+    hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+    if (obj < 0) return -1;
+    H5I_type_t type = H5Iget_type(obj);
+    H5Oclose(obj);
+    if (type != H5I_DATASET) return 0;
+    size_t length = strlen(name) + 1;
+    if (n->buf && n->len + length <= n->cap) memcpy(n->buf + n->len, name, length);
+    n->len += length;
+    n->count += 1;
+    return 0;
+}
+
+/// Returns 0 on success, -1 on an HDF5 error, -2 when a non-hard link was found.
+/// Call with buf = NULL first to learn the size (*needed), then with a buffer of that size.
+static inline int mmoe_h5_list_datasets(hid_t group, char *buf, size_t cap, size_t *needed, size_t *count) {
+    mmoe_h5_names n = { buf, cap, 0, 0, 0 };
+    herr_t status = H5Lvisit(group, H5_INDEX_NAME, H5_ITER_INC, mmoe_h5_visit_cb, &n);
+    *needed = n.len;
+    *count = n.count;
+    if (n.bad_link) return -2;
+    return status < 0 ? -1 : 0;
+}
+
+/// Whether the link `name` exists below `loc` (checking each path component).
+static inline int mmoe_h5_exists(hid_t loc, const char *name) {
+    return H5Lexists(loc, name, H5P_DEFAULT) > 0;
 }
 #endif

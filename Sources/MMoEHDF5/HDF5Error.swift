@@ -1,0 +1,28 @@
+import MMoECore
+import MMoEFormat
+
+/// Why an HDF5 file could not be read or written. Every case names the file; library
+/// failures carry HDF5's own error stack as text.
+public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
+    /// An HDF5 call failed; `stack` is HDF5's error stack, innermost first.
+    case library(path: String, operation: String, object: String?, stack: String)
+    /// The file is HDF5 but not in the layout expected.
+    case invalidLayout(path: String, object: String, reason: String)
+    /// A soft, external or user-defined link: refused (it could make us open other files).
+    case unsafeLink(path: String, group: String)
+    /// The spec or tensors were rejected.
+    case invalidModel(path: String, ModelError)
+    /// Creating or replacing the file failed.
+    case io(FormatError)
+
+    public var description: String {
+        switch self {
+        case .library(let path, let operation, let object, let stack):
+            "\(path): HDF5 \(operation)\(object.map { " of '\($0)'" } ?? "") failed: \(stack.isEmpty ? "no details" : stack)"
+        case .invalidLayout(let path, let object, let reason): "\(path): '\(object)': \(reason)"
+        case .unsafeLink(let path, let group): "\(path): '\(group)' contains a soft or external link, which is refused"
+        case .invalidModel(let path, let error): "\(path): \(error)"
+        case .io(let error): error.description
+        }
+    }
+}

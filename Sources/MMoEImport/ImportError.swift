@@ -1,0 +1,39 @@
+import MMoECore
+import MMoEFormat
+import MMoEHDF5
+
+/// Why a source file could not be imported. Every case names the file and the place
+/// (member, tensor, offset, key) where it went wrong.
+public enum ImportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Reading the file failed.
+    case io(FormatError)
+    /// The bytes are not in the expected format at `offset`.
+    case malformed(path: String, offset: Int?, reason: String)
+    /// Something a limit forbids (size cap, nesting depth, count).
+    case limitExceeded(path: String, what: String, limit: Int)
+    /// A feature of the format that is deliberately not supported (with what to do instead).
+    case unsupported(path: String, reason: String)
+    /// A pickle asked for a global outside the allow-list; nothing was executed.
+    case forbiddenGlobal(path: String, name: String)
+    /// The checkpoint does not match what the conversion spec says.
+    case mismatch(path: String, reason: String)
+    /// HDF5 failure.
+    case hdf5(HDF5Error)
+    /// The resulting model was rejected.
+    case invalidModel(path: String, ModelError)
+
+    public var description: String {
+        switch self {
+        case .io(let error): error.description
+        case .malformed(let path, let offset, let reason):
+            "\(path): \(offset.map { "at offset \($0): " } ?? "")\(reason)"
+        case .limitExceeded(let path, let what, let limit): "\(path): \(what) exceeds the limit of \(limit)"
+        case .unsupported(let path, let reason): "\(path): \(reason)"
+        case .forbiddenGlobal(let path, let name):
+            "\(path): the pickle references '\(name)', which a state_dict never needs; refused without executing anything"
+        case .mismatch(let path, let reason): "\(path): \(reason)"
+        case .hdf5(let error): error.description
+        case .invalidModel(let path, let error): "\(path): \(error)"
+        }
+    }
+}
