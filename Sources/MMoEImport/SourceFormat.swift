@@ -102,8 +102,9 @@ public struct ImportResult: Sendable {
 /// Loads any supported model file into (spec, canonical tensors).
 public enum ModelImporter {
     /// Imports `path`. Formats that hold only weights need a conversion spec.
-    public static func load(path: String, format: SourceFormat? = nil, conversionSpecPath: String? = nil) throws(ImportError) -> ImportResult {
-        let format = try format ?? SourceFormat.detect(path: path)
+    public static func load(path: String, format requested: SourceFormat? = nil, conversionSpecPath: String? = nil) throws(ImportError) -> ImportResult {
+        let format: SourceFormat
+        if let requested { format = requested } else { format = try SourceFormat.detect(path: path) }
         switch format {
         case .mmoe:
             do throws(FormatError) {

@@ -1,0 +1,297 @@
+import Foundation
+import MMoECore
+
+/// The tensors of a checkpoint by name, remembering which ones the conversion used so that
+/// anything left over is reported (ignored with a note, or refused as a mismatch).
+struct CheckpointKeys {
+    let path: String
+    private(set) var tensors: [String: SourceTensor] = [:]
+    private(set) var order: [String] = []
+    private(set) var used = Set<String>()
+
+    init(_ checkpoint: SourceCheckpoint, notes: inout [ImportNote]) {
+        path = checkpoint.path
+        var stripped = 0
+        for tensor in checkpoint.tensors {
+            var name = tensor.name
+            if name.hasPrefix("module.") {
+                name.removeFirst("module.".count)
+                stripped += 1
+            }
+            tensors[name] = tensor
+            order.append(name)
+        }
+        if stripped > 0 { notes.append(ImportNote(.ignored, "removed the 'module.' prefix (DataParallel) from \(stripped) keys")) }
+    }
+
+    func has(_ name: String) -> Bool { tensors[name] != nil }
+
+    /// Takes a float tensor, checking its shape when given.
+    mutating func take(_ name: String, shape: [Int]? = nil) throws(ImportError) -> Tensor {
+        guard let source = tensors[name] else { throw .mismatch(path: path, reason: "the checkpoint has no tensor '\(name)'") }
+        if let shape, source.shape != shape {
+            throw .mismatch(path: path, reason: "tensor '\(name)' has shape \(source.shape), the model described needs \(shape)")
+        }
+        used.insert(name)
+        do throws(ModelError) { return try source.modelTensor() } catch { throw .invalidModel(path: path, error) }
+    }
+
+    func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
+
+    /// Marks a key as deliberately unused.
+    mutating func skip(_ name: String) { if tensors[name] != nil { used.insert(name) } }
+
+    /// Counts `prefix<i>suffix` keys for i = 0, 1, ... until one is missing.
+    func count(_ make: (Int) -> String) -> Int {
+        var i = 0
+        while has(make(i)) { i += 1 }
+        return i
+    }
+
+    /// Refuses leftover keys except the known trainer leftovers, which get a note.
+    func finish(notes: inout [ImportNote], model: String) throws(ImportError) {
+        var counters = 0
+        var lossWeights: [String] = []
+        for name in order where !used.contains(name) {
+            if name.hasSuffix("num_batches_tracked") { counters += 1; continue }
+            if name.hasPrefix("loss weight") || name.hasPrefix("loss_weight") { lossWeights.append(name); continue }
+            throw .mismatch(path: path, reason: "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)")
+        }
+        if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) BatchNorm num_batches_tracked counters")) }
+        if !lossWeights.isEmpty { notes.append(ImportNote(.ignored, "trainer loss weights: \(lossWeights.joined(separator: ", "))")) }
+    }
+}
+
+/// One layer with its tensors, before it gets canonical names.
+enum LayerPart {
+    case linear(weight: Tensor, bias: Tensor?)
+    case batchNorm(eps: Double, weight: Tensor?, bias: Tensor?, mean: Tensor, variance: Tensor)
+    case plain(Layer)
+    case prelu(Tensor)
+    case dice(DiceVariant, eps: Double, alpha: Tensor, normalization: (weight: Tensor?, bias: Tensor?, mean: Tensor, variance: Tensor)?)
+}
+
+/// Collects canonical tensors while MLPs are assembled.
+struct CanonicalBuilder {
+    var store = TensorStore()
+    let path: String
+
+    mutating func put(_ tensor: Tensor, _ name: String) throws(ImportError) {
+        do throws(ModelError) { try store.insert(tensor, named: name) } catch { throw .invalidModel(path: path, error) }
+    }
+
+    /// Names the parts' tensors under `prefix` and returns the MLP.
+    mutating func mlp(_ prefix: String, _ parts: [LayerPart]) throws(ImportError) -> MLP {
+        var layers: [Layer] = []
+        for (i, part) in parts.enumerated() {
+            let name = { (p: String) in TensorNames.layer(prefix, i, p) }
+            switch part {
+            case .linear(let weight, let bias):
+                guard weight.shape.count == 2 else { throw .mismatch(path: path, reason: "\(prefix): a linear weight must be 2-D, got \(weight.shape)") }
+                layers.append(.linear(units: weight.shape[0], bias: bias != nil))
+                try put(weight, name("weight"))
+                if let bias { try put(bias, name("bias")) }
+            case .batchNorm(let eps, let weight, let bias, let mean, let variance):
+                layers.append(.batchNorm(eps: eps, affine: weight != nil))
+                if let weight, let bias {
+                    try put(weight, name("weight"))
+                    try put(bias, name("bias"))
+                }
+                try put(mean, name("running_mean"))
+                try put(variance, name("running_var"))
+            case .plain(let layer):
+                layers.append(layer)
+            case .prelu(let weight):
+                layers.append(.prelu(channels: weight.elementCount))
+                try put(weight, name("weight"))
+            case .dice(let variant, let eps, let alpha, let normalization):
+                layers.append(.dice(variant: variant, eps: eps))
+                try put(alpha, name("alpha"))
+                if let normalization {
+                    if let weight = normalization.weight, let bias = normalization.bias {
+                        try put(weight, name("weight"))
+                        try put(bias, name("bias"))
+                    }
+                    try put(normalization.mean, name("running_mean"))
+                    try put(normalization.variance, name("running_var"))
+                }
+            }
+        }
+        return MLP(layers: layers)
+    }
+}
+
+/// Reads the raw tensors of a weights-only checkpoint (for `inspect` and conversion).
+public enum CheckpointReading {
+    /// The tensors of a torch.save, safetensors or .npz file, as stored.
+    public static func read(path: String, format: SourceFormat, notes: inout [ImportNote]) throws(ImportError) -> SourceCheckpoint {
+        try CheckpointConverter.readWeights(path: path, format: format, notes: &notes)
+    }
+}
+
+/// Converts a checkpoint plus a conversion spec into a model.
+enum CheckpointConverter {
+    static func readWeights(path: String, format: SourceFormat, notes: inout [ImportNote]) throws(ImportError) -> SourceCheckpoint {
+        switch format {
+        case .torch:
+            let (checkpoint, readNotes) = try TorchArchiveReader.read(path: path)
+            notes += readNotes
+            return checkpoint
+        case .safetensors:
+            return try SafetensorsReader.read(path: path)
+        case .npz:
+            var tensors: [SourceTensor] = []
+            let arrays = try NumpyArchive.read(path: path)
+            for name in arrays.keys.sorted() {
+                guard let array = arrays[name] else { continue }
+                let dtype: SourceDType
+                switch array.descr {
+                case "<f4": dtype = .f32
+                case "<f8": dtype = .f64
+                case "<f2": dtype = .f16
+                case "<i8": dtype = .i64
+                case "<i4": dtype = .i32
+                default: throw .unsupported(path: path, reason: "array '\(name)' has dtype \(array.descr)")
+                }
+                tensors.append(SourceTensor(name: name, dtype: dtype, shape: array.shape, storage: ByteStorage(copying: array.data), byteOffset: 0))
+            }
+            return SourceCheckpoint(tensors: tensors, path: path)
+        default:
+            throw .unsupported(path: path, reason: "importing \(format) files is not supported by this build yet")
+        }
+    }
+
+    static func convert(path: String, format: SourceFormat, conversionSpecPath: String) throws(ImportError) -> ImportResult {
+        let conversion = try ConversionSpec(path: conversionSpecPath)
+        var notes: [ImportNote] = []
+        let checkpoint = try readWeights(path: path, format: format, notes: &notes)
+        var keys = CheckpointKeys(checkpoint, notes: &notes)
+        let spec: ModelSpec
+        var builder = CanonicalBuilder(path: path)
+        switch conversion.framework {
+        case "torch-rechub", "torch_rechub", "rechub":
+            var importer = RechubImporter(conversion: conversion, path: path)
+            spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
+        case "deepctr-torch", "deepctr_torch":
+            var importer = DeepCTRTorchImporter(conversion: conversion, path: path)
+            spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
+        case "native", "plain", "pytorch", "torch":
+            spec = try NativeMappingImporter.build(conversion: conversion, keys: &keys, builder: &builder, notes: &notes, path: path)
+        default:
+            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, native)")
+        }
+        try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
+        do throws(ModelError) {
+            try spec.validate(tensors: builder.store)
+        } catch {
+            throw .invalidModel(path: path, error)
+        }
+        return ImportResult(spec: spec, tensors: builder.store, notes: notes, source: format)
+    }
+
+    /// A table name derived from a checkpoint key owner ('.' and '/' are not allowed).
+    static func tableName(_ owner: String) -> String {
+        String(owner.map { $0 == "." || $0 == "/" ? "_" : $0 })
+    }
+
+    /// Tables, spec features and embedding tensors shared by the torch frameworks.
+    struct InputConvention {
+        /// Checkpoint key of a table owner's weight.
+        let tableKey: (String) -> String
+        /// The owner of a feature's table.
+        let owner: (SourceFeature) -> String
+        let defaultPooling: String
+        /// Padding id when the feature does not name one.
+        let defaultPadding: Int?
+        let meanEpsilon: Double
+        let emptyMax: Double
+        let defaultMaxLength: Int
+    }
+
+    static func buildInputs(
+        _ features: [SourceFeature], convention: InputConvention, keys: inout CheckpointKeys, builder: inout CanonicalBuilder,
+        notes: inout [ImportNote], path: String
+    ) throws(ImportError) -> (tables: [EmbeddingTable], features: [Feature]) {
+        guard !features.isEmpty else { throw .mismatch(path: path, reason: "the conversion spec lists no features") }
+        var tables: [EmbeddingTable] = []
+        var tableByOwner: [String: String] = [:]
+        var specFeatures: [Feature] = []
+        for feature in features {
+            if feature.kind == .dense {
+                specFeatures.append(.dense(feature.name, width: feature.dim ?? 1))
+                continue
+            }
+            let owner = convention.owner(feature)
+            if tableByOwner[owner] == nil {
+                let key = convention.tableKey(owner)
+                guard let shape = keys.shape(key), shape.count == 2 else {
+                    throw .mismatch(path: path, reason: "feature '\(feature.name)': no 2-D embedding table '\(key)' in the checkpoint")
+                }
+                if let vocab = feature.vocabSize, vocab != shape[0] {
+                    throw .mismatch(path: path, reason: "feature '\(feature.name)': vocab_size \(vocab) but table '\(key)' has \(shape[0]) rows")
+                }
+                if let dim = feature.dim, dim != shape[1] {
+                    throw .mismatch(path: path, reason: "feature '\(feature.name)': embedding dim \(dim) but table '\(key)' has \(shape[1]) columns")
+                }
+                if feature.vocabSize == nil || feature.dim == nil {
+                    notes.append(ImportNote(.inferred, "table '\(owner)': vocab \(shape[0]), dim \(shape[1]) from the checkpoint"))
+                }
+                var name = tableName(owner)
+                while tables.contains(where: { $0.name == name }) { name += "_" }
+                tables.append(EmbeddingTable(name: name, vocabSize: shape[0], dim: shape[1]))
+                tableByOwner[owner] = name
+                try builder.put(try keys.take(key), TensorNames.embedding(name))
+            }
+            let table = tableByOwner[owner] ?? owner
+            if feature.kind == .sparse {
+                specFeatures.append(.sparse(feature.name, table: table))
+                continue
+            }
+            guard feature.lengthName == nil else {
+                throw .unsupported(path: path, reason: "feature '\(feature.name)': sequences with a separate length feature are not supported yet; use masking (padding id)")
+            }
+            let poolingName = feature.pooling ?? convention.defaultPooling
+            guard let pooling = Pooling(rawValue: poolingName) else {
+                throw .unsupported(path: path, reason: "feature '\(feature.name)': pooling '\(poolingName)' is not supported (sum, mean, max)")
+            }
+            if feature.pooling == nil { notes.append(ImportNote(.assumed, "feature '\(feature.name)': pooling \(poolingName) (framework default)")) }
+            let maxLength = feature.maxLength ?? convention.defaultMaxLength
+            if feature.maxLength == nil { notes.append(ImportNote(.assumed, "feature '\(feature.name)': max_length \(maxLength)")) }
+            specFeatures.append(
+                Feature(
+                    name: feature.name, kind: .sequence, table: table, maxLength: maxLength, pooling: pooling,
+                    paddingID: feature.paddingIndex ?? convention.defaultPadding, meanEpsilon: pooling == .mean ? convention.meanEpsilon : nil,
+                    emptyMaxValue: pooling == .max ? convention.emptyMax : nil))
+        }
+        return (tables, specFeatures)
+    }
+
+    /// Task heads from the spec's `tasks` (or framework args).
+    static func tasks(_ conversion: ConversionSpec, names: [String]?, types: [String]?, count: Int?, path: String) throws(ImportError) -> [(name: String, head: HeadKind)] {
+        var result: [(String, HeadKind)] = []
+        func head(_ type: String) throws(ImportError) -> HeadKind {
+            switch type.lowercased() {
+            case "binary", "classification", "classfication", "sigmoid": return .sigmoid
+            case "regression", "identity": return .identity
+            default: throw .unsupported(path: conversion.file, reason: "task type '\(type)' (binary/classification or regression)")
+            }
+        }
+        if !conversion.tasks.isEmpty {
+            for (i, task) in conversion.tasks.enumerated() {
+                result.append((try task.string("name") ?? "task\(i)", try head(try task.string("type") ?? "binary")))
+            }
+        } else if let types {
+            for (i, type) in types.enumerated() { result.append((names?[safe: i] ?? "task\(i)", try head(type))) }
+        } else if let names {
+            result = names.map { ($0, .sigmoid) }
+        } else if let count {
+            result = (0..<count).map { ("task\($0)", .sigmoid) }
+        }
+        guard !result.isEmpty else { throw .mismatch(path: conversion.file, reason: "no tasks: list them under \"tasks\"") }
+        return result
+    }
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}

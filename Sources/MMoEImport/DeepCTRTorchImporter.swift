@@ -1,0 +1,174 @@
+import MMoECore
+
+/// DeepCTR-Torch multi-task models (`MMOE`, `PLE`, `ESMM`, `SharedBottom`).
+///
+/// Conventions (see `Docs/guides/deepctr-torch.md`): tables `embedding_dict.<embedding_name>`;
+/// input = sparse embeddings, then pooled sequence embeddings, then dense values, each group
+/// in feature order; DNNs are `linears.k` (+ `bn.k`, eps 1e-5) → activation; gate and tower
+/// final layers have no bias; `out.t.bias` is a prediction bias; sequences mask id 0, mean
+/// pooling divides by count + 1e-8, max pooling of an all-padding row gives -1e9.
+struct DeepCTRTorchImporter {
+    let conversion: ConversionSpec
+    let path: String
+
+    func dnn(_ prefix: String, activation: String, keys: inout CheckpointKeys) throws(ImportError) -> [LayerPart] {
+        var parts: [LayerPart] = []
+        var k = 0
+        while keys.has("\(prefix).linears.\(k).weight") {
+            let weight = try keys.take("\(prefix).linears.\(k).weight")
+            let width = weight.shape[0]
+            parts.append(.linear(weight: weight, bias: try keys.take("\(prefix).linears.\(k).bias", shape: [width])))
+            let bn = "\(prefix).bn.\(k)"
+            if keys.has("\(bn).running_mean") {
+                parts.append(
+                    .batchNorm(
+                        eps: 1e-5, weight: try keys.take("\(bn).weight", shape: [width]), bias: try keys.take("\(bn).bias", shape: [width]),
+                        mean: try keys.take("\(bn).running_mean", shape: [width]), variance: try keys.take("\(bn).running_var", shape: [width])))
+                keys.skip("\(bn).num_batches_tracked")
+            }
+            let act = "\(prefix).activation_layers.\(k)"
+            if keys.has("\(act).weight") {
+                parts.append(.prelu(try keys.take("\(act).weight")))
+            } else if keys.has("\(act).alpha") {
+                throw .unsupported(path: path, reason: "\(act): DeepCTR-Torch's Dice only runs on 3-D input and cannot appear in these models")
+            } else {
+                switch activation.lowercased() {
+                case "relu": parts.append(.plain(.relu))
+                case "sigmoid": parts.append(.plain(.sigmoid))
+                case "linear": break
+                case "tanh": parts.append(.plain(.tanh))
+                case "prelu": throw .mismatch(path: path, reason: "\(act): activation prelu but the checkpoint has no PReLU weight")
+                default: throw .unsupported(path: conversion.file, reason: "DeepCTR-Torch activation '\(activation)'")
+                }
+            }
+            k += 1
+        }
+        return parts
+    }
+
+    /// A final `Linear(..., bias=False)`.
+    func final(_ key: String, keys: inout CheckpointKeys) throws(ImportError) -> LayerPart {
+        .linear(weight: try keys.take(key), bias: nil)
+    }
+
+    mutating func build(keys: inout CheckpointKeys, builder: inout CanonicalBuilder, notes: inout [ImportNote]) throws(ImportError) -> ModelSpec {
+        let convention = CheckpointConverter.InputConvention(
+            tableKey: { "embedding_dict.\($0).weight" }, owner: { $0.embeddingName ?? $0.name }, defaultPooling: "mean", defaultPadding: 0,
+            meanEpsilon: 1e-8, emptyMax: -1e9, defaultMaxLength: 256)
+        for feature in conversion.features where feature.kind == .sequence && feature.paddingIndex != nil && feature.paddingIndex != 0 {
+            throw .unsupported(path: conversion.file, reason: "feature '\(feature.name)': DeepCTR-Torch masks id 0; padding_idx cannot be changed")
+        }
+        let (tables, features) = try CheckpointConverter.buildInputs(
+            conversion.features, convention: convention, keys: &keys, builder: &builder, notes: &notes, path: path)
+        let concat = features.filter { $0.kind == .sparse }.map(\.name) + features.filter { $0.kind == .sequence }.map(\.name)
+            + features.filter { $0.kind == .dense }.map(\.name)
+        let args = conversion.args
+        let activation = try args.string("dnn_activation") ?? "relu"
+        if try args.string("dnn_activation") == nil { notes.append(ImportNote(.assumed, "dnn_activation relu (DeepCTR-Torch default)")) }
+        let model = conversion.model.lowercased()
+        var tasks = try CheckpointConverter.tasks(
+            conversion, names: try args.strings("task_names") ?? (model == "esmm" ? nil : ["ctr", "ctcvr"]), types: try args.strings("task_types"),
+            count: nil, path: path)
+        var outputs: [OutputSpec]? = nil
+        var biasKeys: [String] = tasks.indices.map { "out.\($0).bias" }
+
+        func tower(_ t: Int, dnnPrefix: String, finalKey: String, keys: inout CheckpointKeys, builder: inout CanonicalBuilder) throws(ImportError) -> MLP {
+            var parts = try dnn(dnnPrefix, activation: activation, keys: &keys)
+            parts.append(try final(finalKey, keys: &keys))
+            return try builder.mlp("towers.\(t)", parts)
+        }
+
+        let architecture: Architecture
+        switch model {
+        case "mmoe":
+            let experts = keys.count { "expert_dnn.\($0).linears.0.weight" }
+            if let n = try args.int("num_experts"), n != experts { throw .mismatch(path: path, reason: "num_experts is \(n) but the checkpoint has \(experts)") }
+            var expertMLPs: [MLP] = []
+            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try dnn("expert_dnn.\(e)", activation: activation, keys: &keys))) }
+            var gates: [MLP] = []
+            for t in tasks.indices {
+                var parts = try dnn("gate_dnn.\(t)", activation: activation, keys: &keys)
+                parts.append(try final("gate_dnn_final_layer.\(t).weight", keys: &keys))
+                gates.append(try builder.mlp("gates.\(t)", parts))
+            }
+            var towers: [MLP] = []
+            for t in tasks.indices { towers.append(try tower(t, dnnPrefix: "tower_dnn.\(t)", finalKey: "tower_dnn_final_layer.\(t).weight", keys: &keys, builder: &builder)) }
+            architecture = Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers)
+            notes.append(ImportNote(.inferred, "\(experts) experts, \(tasks.count) tasks"))
+        case "ple":
+            let levels = keys.count { "specific_gate_dnn_final_layer.\($0).0.weight" }
+            let specific = keys.count { "specific_experts.0.0.\($0).linears.0.weight" }
+            let built = keys.count { "shared_experts.0.0.\($0).linears.0.weight" }
+            guard let sharedGateShape = keys.shape("shared_gate_dnn_final_layer.0.weight") else {
+                throw .mismatch(path: path, reason: "no shared_gate_dnn_final_layer.0.weight: not a DeepCTR-Torch PLE")
+            }
+            let shared = sharedGateShape[0] - tasks.count * specific
+            guard shared >= 0, shared <= built else { throw .mismatch(path: path, reason: "the shared gate mixes \(sharedGateShape[0]) experts, which does not fit \(specific) specific experts per task") }
+            if let n = try args.int("shared_expert_num"), n != shared { throw .mismatch(path: path, reason: "shared_expert_num is \(n) but the shared gate implies \(shared)") }
+            if built > shared {
+                notes.append(ImportNote(.ignored, "\(built - shared) unused shared experts per level (DeepCTR-Torch builds shared experts with the specific-expert count)"))
+            }
+            var pleLevels: [PLELevel] = []
+            for l in 0..<levels {
+                var specificExperts: [[MLP]] = []
+                for t in tasks.indices {
+                    var list: [MLP] = []
+                    for j in 0..<specific {
+                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try dnn("specific_experts.\(l).\(t).\(j)", activation: activation, keys: &keys)))
+                    }
+                    specificExperts.append(list)
+                }
+                var sharedExperts: [MLP] = []
+                for k in 0..<built {
+                    if k < shared {
+                        sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try dnn("shared_experts.\(l).0.\(k)", activation: activation, keys: &keys)))
+                    } else {
+                        _ = try dnn("shared_experts.\(l).0.\(k)", activation: activation, keys: &keys)
+                    }
+                }
+                var gates: [MLP] = []
+                for t in tasks.indices {
+                    var parts = try dnn("specific_gate_dnn.\(l).\(t).0", activation: activation, keys: &keys)
+                    parts.append(try final("specific_gate_dnn_final_layer.\(l).\(t).weight", keys: &keys))
+                    gates.append(try builder.mlp("levels.\(l).specific_gates.\(t)", parts))
+                }
+                var sharedParts = try dnn("shared_gate_dnn.\(l)", activation: activation, keys: &keys)
+                sharedParts.append(try final("shared_gate_dnn_final_layer.\(l).weight", keys: &keys))
+                var sharedGate: MLP? = nil
+                if l < levels - 1 {
+                    sharedGate = try builder.mlp("levels.\(l).shared_gate", sharedParts)
+                } else {
+                    notes.append(ImportNote(.ignored, "the last level's shared gate (computed by DeepCTR-Torch, never used)"))
+                }
+                pleLevels.append(PLELevel(specificExperts: specificExperts, sharedExperts: sharedExperts, specificGates: gates, sharedGate: sharedGate))
+            }
+            var towers: [MLP] = []
+            for t in tasks.indices { towers.append(try tower(t, dnnPrefix: "tower_dnn.\(t)", finalKey: "tower_dnn_final_layer.\(t).weight", keys: &keys, builder: &builder)) }
+            architecture = Architecture(type: .ple, levels: pleLevels, towers: towers)
+            notes.append(ImportNote(.inferred, "\(levels) levels, \(specific) specific experts per task, \(shared) shared experts"))
+        case "sharedbottom", "shared_bottom":
+            let bottom = try builder.mlp("bottom", try dnn("bottom_dnn", activation: activation, keys: &keys))
+            var towers: [MLP] = []
+            for t in tasks.indices { towers.append(try tower(t, dnnPrefix: "tower_dnn.\(t)", finalKey: "tower_dnn_final_layer.\(t).weight", keys: &keys, builder: &builder)) }
+            architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)
+        case "esmm":
+            let names = try args.strings("task_names") ?? ["ctr", "ctcvr"]
+            guard names.count == 2 else { throw .mismatch(path: conversion.file, reason: "ESMM has two task names (ctr, ctcvr)") }
+            let cvrName = names.contains("cvr") ? "cvr_task" : "cvr"
+            tasks = [(names[0], .sigmoid), (cvrName, .sigmoid)]
+            let ctr = try tower(0, dnnPrefix: "ctr_dnn", finalKey: "ctr_dnn_final_layer.weight", keys: &keys, builder: &builder)
+            let cvr = try tower(1, dnnPrefix: "cvr_dnn", finalKey: "cvr_dnn_final_layer.weight", keys: &keys, builder: &builder)
+            architecture = Architecture(type: .esmm, towers: [ctr, cvr])
+            outputs = [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])]
+            biasKeys = ["out.bias", "out.bias"]
+            notes.append(ImportNote(.inferred, "one prediction bias (out.bias) shared by the ctr and cvr heads; outputs \(names[0]), \(names[1])"))
+        default:
+            throw .unsupported(path: conversion.file, reason: "DeepCTR-Torch model '\(conversion.model)' (MMOE, PLE, ESMM, SharedBottom)")
+        }
+        for (t, key) in biasKeys.enumerated() { try builder.put(try keys.take(key, shape: [1]), TensorNames.headBias(t)) }
+        return ModelSpec(
+            name: conversion.model, tables: tables, features: features, concat: concat, architecture: architecture,
+            tasks: tasks.map { TaskHead(name: $0.name, head: $0.head, predictionBias: true) }, outputs: outputs,
+            metadata: ["source_framework": "deepctr-torch", "source_model": conversion.model])
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import MMoECore
+import MMoERuntime
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prediction latency and throughput in-process.",
+        discussion: """
+            Generates random valid inputs for the model, warms up, then times repeated predict
+            calls per batch size. --json prints one object per batch size with batch, threads,
+            median_latency_s, p90_latency_s and examples_per_s.
+
+            Example:
+              mmoe-convert bench model.mmoe --batch 1,256,4096 --threads 2 --json
+            """)
+
+    @Argument(help: "A .mmoe or HDF5 model.")
+    var model: String
+
+    @Option(name: .long, help: "Comma-separated batch sizes.")
+    var batch = "1,256,4096"
+
+    @Option(name: .long, help: "Threads for the matrix multiplies (default: all cores).")
+    var threads: Int?
+
+    @Option(name: .long, help: "Seconds to spend per batch size (at least 5 calls).")
+    var seconds: Double = 1
+
+    @Flag(name: .long, help: "Print JSON lines.")
+    var json = false
+
+    var batchSizes: [Int] { batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
+    func validate() throws {
+        try requireFile(model, "model")
+        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }), batchSizes.count == batch.split(separator: ",").count else {
+            throw ValidationError("--batch takes comma-separated sizes between 1 and 1048576")
+        }
+        if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
+        guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let loaded = try loadModel(model)
+            if let threads { ComputeThreads.set(threads) }
+            let threadCount = ComputeThreads.current
+            if !json { print("batch   threads   median_latency   p90_latency   examples/s") }
+            for size in batchSizes {
+                let inputs = BatchIO.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
+                for _ in 0..<3 { _ = try loaded.predict(inputs) }
+                var times: [Double] = []
+                let start = DispatchTime.now().uptimeNanoseconds
+                while times.count < 5 || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < seconds {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    _ = try loaded.predict(inputs)
+                    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                    if times.count >= 100_000 { break }
+                }
+                times.sort()
+                let median = times[times.count / 2]
+                let p90 = times[min(times.count - 1, times.count * 9 / 10)]
+                let throughput = Double(size) / median
+                if json {
+                    let object: [String: Any] = ["batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "examples_per_s": throughput, "calls": times.count]
+                    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    print(String(format: "%-7d %-9d %-16@ %-13@ %.0f", size, threadCount, formatSeconds(median) as NSString, formatSeconds(p90) as NSString, throughput))
+                }
+            }
+        }
+    }
+
+    func formatSeconds(_ s: Double) -> String {
+        s < 1e-3 ? String(format: "%.1f us", s * 1e6) : s < 1 ? String(format: "%.3f ms", s * 1e3) : String(format: "%.3f s", s)
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import MMoECore
+import MMoEFormat
+import MMoEHDF5
+import MMoEImport
+import MMoERuntime
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a checkpoint or model file to .mmoe or HDF5.",
+        discussion: """
+            The input format is detected from the file's bytes: torch.save archives (.pt/.pth),
+            safetensors, .npz, swift-mmoe .mmoe and HDF5. Checkpoints hold weights only: describe
+            the model with --spec (a conversion spec, see Docs/CONVERTING.md). The converter says
+            what it inferred from the checkpoint, what defaults it assumed and what it ignored.
+            The output is written atomically (temporary file, fsync, rename).
+
+            Examples:
+              mmoe-convert convert mmoe.pt --spec conversion.json -o mmoe.mmoe
+              mmoe-convert convert mmoe.safetensors --spec conversion.json -o mmoe.h5
+              mmoe-convert convert mmoe.mmoe -o small.mmoe --dtype bf16 --quantize-embeddings int8
+            """)
+
+    @Argument(help: "The file to convert.")
+    var input: String
+
+    @Option(name: .shortAndLong, help: "Output path.")
+    var output: String
+
+    @Option(name: .long, help: "Conversion spec (JSON) describing the source model.")
+    var spec: String?
+
+    @Option(name: .long, help: "Input format, when detection is not wanted: \(SourceFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var from: String?
+
+    @Option(name: .long, help: "Output format: mmoe or h5 (default: by the output's extension, else mmoe).")
+    var to: String?
+
+    @Option(name: .long, help: "Store floating-point weights as f32, f16 or bf16 (default: as in the source).")
+    var dtype: String?
+
+    @Option(name: .long, help: "Quantize embedding tables: int8 (row-wise, one f32 scale per row).")
+    var quantizeEmbeddings: String?
+
+    func validate() throws {
+        try requireFile(input, "input")
+        if let spec { try requireFile(spec, "conversion spec") }
+        if let from, SourceFormat(rawValue: from) == nil { throw ValidationError("unknown --from '\(from)'") }
+        if let to, to != "mmoe", to != "h5" { throw ValidationError("--to must be mmoe or h5") }
+        if let dtype, !["f32", "f16", "bf16"].contains(dtype) { throw ValidationError("--dtype must be f32, f16 or bf16") }
+        if let quantizeEmbeddings, quantizeEmbeddings != "int8" { throw ValidationError("--quantize-embeddings takes int8") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let terminal = isatty(STDERR_FILENO) != 0
+            if terminal { printNote("reading \(input) ...") }
+            var result = try ModelImporter.load(path: input, format: from.flatMap(SourceFormat.init(rawValue:)), conversionSpecPath: spec)
+            printNote("source: \(result.source)")
+            for note in result.notes { printNote("  \(note)") }
+            if let dtype, let target = DType(rawValue: dtype) {
+                result.tensors = try ModelTransforms.convertFloats(result.tensors, to: target)
+            }
+            if quantizeEmbeddings == "int8" {
+                result.tensors = try ModelTransforms.quantizeEmbeddings(spec: result.spec, tensors: result.tensors)
+            }
+            let format = to ?? (output.lowercased().hasSuffix(".h5") || output.lowercased().hasSuffix(".hdf5") ? "h5" : "mmoe")
+            if terminal { printNote("writing \(output) ...") }
+            if format == "h5" {
+                try HDF5Codec.write(spec: result.spec, tensors: result.tensors, to: output)
+            } else {
+                try ModelFileWriter.write(spec: result.spec, tensors: result.tensors, to: output)
+            }
+            // Prove the written file opens and compiles.
+            _ = try loadModel(output)
+            print(ModelSummary(spec: result.spec, tensors: result.tensors).text(title: "wrote \(output) (\(format))"))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import MMoECore
+import MMoEImport
+
+/// The one-screen description of a model used by `convert` and `inspect`.
+struct ModelSummary {
+    let spec: ModelSpec
+    let tensors: TensorStore
+
+    var parameterCount: Int { tensors.names.reduce(0) { $0 + (tensors[$1]?.elementCount ?? 0) } }
+
+    var bytesByDType: [String: Int] {
+        var result: [String: Int] = [:]
+        for name in tensors.names { if let t = tensors[name] { result[t.dtype.rawValue, default: 0] += t.byteCount } }
+        return result
+    }
+
+    func describe(_ mlp: MLP) -> String {
+        var parts: [String] = []
+        for layer in mlp.layers {
+            switch layer {
+            case .linear(let units, let bias): parts.append("linear(\(units)\(bias ? "" : ", no bias"))")
+            case .batchNorm(let eps, _): parts.append("bn(eps \(eps))")
+            case .dropout: continue
+            case .dice(let variant, _): parts.append("dice(\(variant.rawValue))")
+            case .prelu(let channels): parts.append(channels == 1 ? "prelu" : "prelu(\(channels))")
+            default: parts.append(layer.typeName)
+            }
+        }
+        return parts.isEmpty ? "identity" : parts.joined(separator: " > ")
+    }
+
+    /// Counts of the architecture's parts.
+    var structure: [String: Any] {
+        let a = spec.architecture
+        var result: [String: Any] = ["type": a.type.rawValue, "towers": a.towers.count]
+        if let experts = a.experts { result["experts"] = experts.count }
+        if a.gate != nil { result["gates"] = 1 }
+        if let gates = a.gates { result["gates"] = gates.count }
+        if let levels = a.levels {
+            result["levels"] = levels.map { level -> [String: Any] in
+                ["specific_experts": level.specificExperts.map(\.count), "shared_experts": level.sharedExperts.count, "shared_gate": level.sharedGate != nil]
+            }
+        }
+        if a.bottom != nil { result["bottom"] = true }
+        return result
+    }
+
+    func text(title: String) -> String {
+        var lines = [title]
+        let a = spec.architecture
+        lines.append("architecture: \(a.type.rawValue)\(spec.name.map { " (\($0))" } ?? "")")
+        if let bottom = a.bottom { lines.append("  bottom: \(describe(bottom))") }
+        if let experts = a.experts, let first = experts.first { lines.append("  experts: \(experts.count) x \(describe(first))") }
+        if let gate = a.gate { lines.append("  gate (shared): \(describe(gate)) > softmax") }
+        if let gates = a.gates { lines.append("  gates: \(gates.count) (one per task), first: \(gates.first.map(describe) ?? "") > softmax") }
+        for (l, level) in (a.levels ?? []).enumerated() {
+            lines.append("  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts \(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")")
+        }
+        for (t, task) in spec.tasks.enumerated() {
+            lines.append("  task \(task.name): tower \(describe(a.towers[t])) > \(task.head.rawValue)\(task.predictionBias ? " (+bias)" : "")")
+        }
+        let outputs = spec.resolvedOutputs.map { output in output.product.map { "\(output.name) = \($0.joined(separator: " x "))" } ?? output.name }
+        lines.append("outputs: \(outputs.joined(separator: ", "))")
+        let features = spec.features.map { f -> String in
+            switch f.kind {
+            case .dense: return "\(f.name) (dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : ""))"
+            case .sparse: return "\(f.name) (sparse: \(f.table ?? ""))"
+            case .sequence: return "\(f.name) (sequence \(f.pooling?.rawValue ?? "sum") <= \(f.maxLength ?? 0): \(f.table ?? ""))"
+            }
+        }
+        lines.append("features (\(spec.features.count)): \(features.joined(separator: ", "))")
+        lines.append("tables: \(spec.tables.map { "\($0.name) \($0.vocabSize)x\($0.dim)" }.joined(separator: ", "))")
+        let bytes = bytesByDType.sorted { $0.key < $1.key }.map { "\($0.key) \(formatBytes($0.value))" }.joined(separator: ", ")
+        lines.append("parameters: \(parameterCount) in \(tensors.count) tensors (\(bytes))")
+        return lines.joined(separator: "\n")
+    }
+}
+
+func formatBytes(_ count: Int) -> String {
+    if count >= 1 << 30 { return String(format: "%.2f GiB", Double(count) / Double(1 << 30)) }
+    if count >= 1 << 20 { return String(format: "%.2f MiB", Double(count) / Double(1 << 20)) }
+    if count >= 1 << 10 { return String(format: "%.1f KiB", Double(count) / Double(1 << 10)) }
+    return "\(count) B"
+}
