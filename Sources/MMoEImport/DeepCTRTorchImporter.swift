@@ -24,7 +24,6 @@ struct DeepCTRTorchImporter {
                     .batchNorm(
                         eps: 1e-5, weight: try keys.take("\(bn).weight", shape: [width]), bias: try keys.take("\(bn).bias", shape: [width]),
                         mean: try keys.take("\(bn).running_mean", shape: [width]), variance: try keys.take("\(bn).running_var", shape: [width])))
-                keys.skip("\(bn).num_batches_tracked")
             }
             let act = "\(prefix).activation_layers.\(k)"
             if keys.has("\(act).weight") {

@@ -257,7 +257,7 @@ struct HeaderParser {
 /// `.npz` archives: one `.npy` member per array name.
 public enum NumpyArchive {
     /// Largest expanded member accepted.
-    public static let maxMemberBytes = 4 << 30
+    public static let maxMemberBytes = 2 << 30
 
     /// Reads every array of an `.npz` file, by name (without `.npy`).
     public static func read(path: String) throws(ImportError) -> [String: NumpyArray] {

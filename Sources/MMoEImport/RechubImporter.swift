@@ -25,7 +25,6 @@ struct RechubImporter {
                 .batchNorm(
                     eps: 1e-5, weight: try keys.take(key(4 * i + 1, "weight"), shape: [width]), bias: try keys.take(key(4 * i + 1, "bias"), shape: [width]),
                     mean: try keys.take(key(4 * i + 1, "running_mean"), shape: [width]), variance: try keys.take(key(4 * i + 1, "running_var"), shape: [width])))
-            keys.skip(key(4 * i + 1, "num_batches_tracked"))
             if keys.has(key(4 * i + 2, "weight")) {
                 parts.append(.prelu(try keys.take(key(4 * i + 2, "weight"), shape: [1])))
             } else if keys.has(key(4 * i + 2, "alpha")) {

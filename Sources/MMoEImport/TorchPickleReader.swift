@@ -50,7 +50,7 @@ struct TorchTensorRef {
 /// classes). Any other global, opcode or call is refused with its name. Stack, memo and
 /// nesting are bounded.
 struct TorchPickleReader {
-    static let maxMemo = 1 << 20
+    static let maxMemo = 1 << 17
     static let maxStack = 1 << 20
     static let maxDepth = 64
 

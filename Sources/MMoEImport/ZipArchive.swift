@@ -31,6 +31,9 @@ public struct ZipArchive: Sendable {
     /// Members in directory order.
     public let entries: [Entry]
 
+    /// The most a deflate stream can expand (bytes out per byte in).
+    public static let maxDeflateRatio = 1032
+
     /// Most members accepted.
     public static let maxEntries = 1 << 20
 
@@ -162,6 +165,12 @@ public struct ZipArchive: Sendable {
     /// A member's bytes (expanded if deflated), refusing more than `limit` bytes, CRC checked.
     public func data(_ entry: Entry, limit: Int) throws(ImportError) -> [UInt8] {
         guard entry.size <= limit else { throw .limitExceeded(path: path, what: "member '\(entry.name)' size \(entry.size)", limit: limit) }
+        // Deflate cannot expand more than 1032:1; a larger declared size is a lie, refused
+        // before anything is allocated.
+        let (bound, overflow) = entry.compressedSize.multipliedReportingOverflow(by: ZipArchive.maxDeflateRatio)
+        guard entry.method == 0 || overflow || entry.size <= bound + 1024 else {
+            throw .limitExceeded(path: path, what: "expansion of member '\(entry.name)' (\(entry.compressedSize) bytes declared to become \(entry.size))", limit: bound + 1024)
+        }
         let source = UnsafeRawBufferPointer(rebasing: storage.bytes[entry.dataOffset..<(entry.dataOffset + entry.compressedSize)])
         let output: [UInt8]
         if entry.method == 0 {

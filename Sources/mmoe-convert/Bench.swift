@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MMoECore
+import MMoEImport
 import MMoERuntime
 
 struct Bench: ParsableCommand {
@@ -48,7 +49,7 @@ struct Bench: ParsableCommand {
             let threadCount = ComputeThreads.current
             if !json { print("batch   threads   median_latency   p90_latency   examples/s") }
             for size in batchSizes {
-                let inputs = BatchIO.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
+                let inputs = PredictionFiles.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
                 for _ in 0..<3 { _ = try loaded.predict(inputs) }
                 var times: [Double] = []
                 let start = DispatchTime.now().uptimeNanoseconds

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MMoECore
+import MMoEImport
 import MMoEFormat
 import MMoERuntime
 
@@ -30,7 +31,7 @@ struct Gates: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let loaded = try loadModel(model)
-            let prediction = try loaded.predict(try BatchIO.readInputs(runOptions.inputs, spec: loaded.spec), options: try runOptions.predictOptions(gates: true))
+            let prediction = try loaded.predict(try PredictionFiles.readInputs(runOptions.inputs, spec: loaded.spec), options: try runOptions.predictOptions(gates: true))
             guard !prediction.gates.isEmpty else {
                 throw InputError(description: "\(model): a \(loaded.spec.architecture.type.rawValue) model has no gates")
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MMoECore
+import MMoEImport
 import MMoEFormat
 import MMoERuntime
 
@@ -60,9 +61,9 @@ struct Predict: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let loaded = try loadModel(model)
-            let batch = try BatchIO.readInputs(runOptions.inputs, spec: loaded.spec)
+            let batch = try PredictionFiles.readInputs(runOptions.inputs, spec: loaded.spec)
             let prediction = try loaded.predict(batch, options: try runOptions.predictOptions(gates: gates))
-            try BatchIO.writeOutputs(prediction, to: output)
+            try PredictionFiles.writeOutputs(prediction, to: output)
             print("wrote \(prediction.batchSize) rows of \(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)")
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MMoECore
+import MMoEImport
 import MMoEFormat
 import MMoERuntime
 
@@ -66,8 +67,8 @@ struct Verify: ParsableCommand {
             }
             guard let inputs, let expected else { return }
             let loaded = try loadModel(model)
-            let prediction = try loaded.predict(try BatchIO.readInputs(inputs, spec: loaded.spec))
-            let wanted = try BatchIO.readExpected(expected)
+            let prediction = try loaded.predict(try PredictionFiles.readInputs(inputs, spec: loaded.spec))
+            let wanted = try PredictionFiles.readExpected(expected)
             var compared = 0
             print("output        max_abs_err   max_rel_err   worst_row   result")
             for name in prediction.outputNames {

@@ -1,30 +1,30 @@
 import Foundation
 import MMoECore
 import MMoEFormat
-import MMoEImport
 import MMoERuntime
 
-/// Reading inputs and writing outputs for `predict`, `verify`, `gates`.
-enum BatchIO {
+/// Inputs and outputs as files: `.npz` (one array per name) or CSV. Used by `mmoe-convert`
+/// and by tools that embed the runtime.
+public enum PredictionFiles {
     /// Inputs from `.npz` (one array per feature) or CSV (header of feature names).
-    static func readInputs(_ path: String, spec: ModelSpec) throws -> [String: FeatureArray] {
+    public static func readInputs(_ path: String, spec: ModelSpec) throws -> [String: FeatureArray] {
         if path.lowercased().hasSuffix(".csv") { return try readCSV(path, spec: spec) }
         let arrays = try NumpyArchive.read(path: path)
         var batch: [String: FeatureArray] = [:]
         let features = Dictionary(spec.features.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (name, array) in arrays {
             guard let feature = features[name] else {
-                throw InputError(description: "\(path): array '\(name)' is not a feature of the model (features: \(spec.features.map(\.name).joined(separator: ", ")))")
+                throw ImportError.malformed(path: path, offset: nil, reason: "array '\(name)' is not a feature of the model (features: \(spec.features.map(\.name).joined(separator: ", ")))")
             }
             switch feature.kind {
             case .dense:
-                guard array.isFloat else { throw InputError(description: "\(path): feature '\(name)' must hold floats, got \(array.descr)") }
+                guard array.isFloat else { throw ImportError.malformed(path: path, offset: nil, reason: "feature '\(name)' must hold floats, got \(array.descr)") }
                 batch[name] = FeatureArray(values: .float32(array.floats()), shape: array.shape)
             case .sparse, .sequence:
                 switch array.ids() {
                 case .success(let ids): batch[name] = FeatureArray(values: .int64(ids), shape: array.shape)
                 case .failure(let bad):
-                    throw InputError(description: "\(path): feature '\(name)' element \(bad.index) is \(bad.value), not an integer id")
+                    throw ImportError.malformed(path: path, offset: nil, reason: "feature '\(name)' element \(bad.index) is \(bad.value), not an integer id")
                 }
             }
         }
@@ -34,21 +34,21 @@ enum BatchIO {
     /// CSV: header row of feature names; dense cells hold `width` space-separated floats;
     /// sparse cells one id; sequence cells space-separated ids (shorter rows are padded with
     /// the feature's padding id).
-    static func readCSV(_ path: String, spec: ModelSpec) throws -> [String: FeatureArray] {
+    public static func readCSV(_ path: String, spec: ModelSpec) throws -> [String: FeatureArray] {
         let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
         let text = String(decoding: bytes, as: UTF8.self)
         var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !lines.isEmpty else { throw InputError(description: "\(path): empty CSV file") }
+        guard !lines.isEmpty else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
         let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         let features = Dictionary(spec.features.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for name in header where features[name] == nil {
-            throw InputError(description: "\(path): column '\(name)' is not a feature of the model")
+            throw ImportError.malformed(path: path, offset: nil, reason: "column '\(name)' is not a feature of the model")
         }
         var cells: [[Substring]] = []
         for (index, line) in lines.enumerated() {
             let row = line.split(separator: ",", omittingEmptySubsequences: false)
             guard row.count == header.count else {
-                throw InputError(description: "\(path): line \(index + 2) has \(row.count) cells, the header has \(header.count)")
+                throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(row.count) cells, the header has \(header.count)")
             }
             cells.append(row)
         }
@@ -57,7 +57,7 @@ enum BatchIO {
             guard let feature = features[name] else { continue }
             let tokens = cells.map { $0[column].split(separator: " ") }
             func number(_ token: Substring, row: Int) throws -> Double {
-                guard let value = Double(token) else { throw InputError(description: "\(path): line \(row + 2) column '\(name)': '\(token)' is not a number") }
+                guard let value = Double(token) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(token)' is not a number") }
                 return value
             }
             switch feature.kind {
@@ -65,7 +65,7 @@ enum BatchIO {
                 let width = feature.width ?? 1
                 var values: [Float] = []
                 for (row, items) in tokens.enumerated() {
-                    guard items.count == width else { throw InputError(description: "\(path): line \(row + 2) column '\(name)' needs \(width) values") }
+                    guard items.count == width else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs \(width) values") }
                     for item in items { values.append(Float(try number(item, row: row))) }
                 }
                 batch[name] = FeatureArray(values: .float32(values), shape: width == 1 ? [cells.count] : [cells.count, width])
@@ -74,10 +74,10 @@ enum BatchIO {
                 for (row, items) in tokens.enumerated() {
                     var ids: [Int64] = []
                     for item in items {
-                        guard let id = Int64(item) else { throw InputError(description: "\(path): line \(row + 2) column '\(name)': '\(item)' is not an integer id") }
+                        guard let id = Int64(item) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(item)' is not an integer id") }
                         ids.append(id)
                     }
-                    if feature.kind == .sparse, ids.count != 1 { throw InputError(description: "\(path): line \(row + 2) column '\(name)' needs one id") }
+                    if feature.kind == .sparse, ids.count != 1 { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs one id") }
                     rows.append(ids)
                 }
                 if feature.kind == .sparse {
@@ -88,7 +88,7 @@ enum BatchIO {
                     for (row, ids) in rows.enumerated() {
                         if ids.count < length {
                             guard let padding = feature.paddingID else {
-                                throw InputError(description: "\(path): line \(row + 2) column '\(name)' is shorter than the others and the feature has no padding id")
+                                throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' is shorter than the others and the feature has no padding id")
                             }
                             flat += ids + Array(repeating: Int64(padding), count: length - ids.count)
                         } else {
@@ -103,17 +103,17 @@ enum BatchIO {
     }
 
     /// Expected outputs: `.npz` of float arrays by output name.
-    static func readExpected(_ path: String) throws -> [String: [Float]] {
+    public static func readExpected(_ path: String) throws -> [String: [Float]] {
         if path.lowercased().hasSuffix(".csv") {
             let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
             let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard let header = lines.first?.split(separator: ",").map(String.init) else { throw InputError(description: "\(path): empty CSV file") }
+            guard let header = lines.first?.split(separator: ",").map(String.init) else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
             var columns = [[Float]](repeating: [], count: header.count)
             for (index, line) in lines.dropFirst().enumerated() {
                 let cells = line.split(separator: ",")
-                guard cells.count == header.count else { throw InputError(description: "\(path): line \(index + 2) has \(cells.count) cells") }
+                guard cells.count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(cells.count) cells") }
                 for (c, cell) in cells.enumerated() {
-                    guard let value = Float(cell.trimmingCharacters(in: .whitespaces)) else { throw InputError(description: "\(path): line \(index + 2): '\(cell)' is not a number") }
+                    guard let value = Float(cell.trimmingCharacters(in: .whitespaces)) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2): '\(cell)' is not a number") }
                     columns[c].append(value)
                 }
             }
@@ -123,7 +123,7 @@ enum BatchIO {
     }
 
     /// Writes outputs (and gate weights) as `.npz` or CSV, by extension.
-    static func writeOutputs(_ prediction: Prediction, to path: String) throws {
+    public static func writeOutputs(_ prediction: Prediction, to path: String) throws {
         if path.lowercased().hasSuffix(".csv") {
             var header = prediction.outputNames
             for gate in prediction.gates { header += (0..<gate.experts).map { "gate.\(gate.name).\($0)" } }
@@ -147,7 +147,7 @@ enum BatchIO {
     }
 
     /// A random batch that fits the model (ids in range, sequences half padded).
-    static func randomBatch(_ spec: ModelSpec, rows: Int, seed: UInt64) -> [String: FeatureArray] {
+    public static func randomBatch(_ spec: ModelSpec, rows: Int, seed: UInt64) -> [String: FeatureArray] {
         var state = seed &+ 0x9E37_79B9_7F4A_7C15
         func next() -> UInt64 {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
