@@ -58,7 +58,8 @@ struct Gates: ParsableCommand {
                 let cells = row.means.map { String(format: "%.3f ", $0) }.joined(separator: " ")
                 print(row.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + cells + String(repeating: " ", count: 7 * (experts - row.means.count)) + String(format: " %.2f", row.effective))
             }
-            print("(\(prediction.batchSize) examples; PLE gates mix their task's experts first, then the shared ones)")
+            let note = loaded.spec.architecture.type == .ple ? "; a PLE task gate mixes its task's experts first, then the shared ones" : ""
+            print("(\(prediction.batchSize) examples\(note))")
             if let svg {
                 try FileIO.writeAtomically(path: svg) { (sink: inout FileSink) throws(FormatError) in try sink.write(Array(heatmap(table, experts: experts).utf8)) }
                 print("wrote \(svg)")

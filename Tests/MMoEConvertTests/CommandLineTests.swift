@@ -1,0 +1,201 @@
+import Foundation
+import MMoEImport
+import MMoETestSupport
+import Testing
+
+/// Runs the built `mmoe-convert` and captures its exit code, stdout and stderr.
+struct CommandResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+func mmoeConvert(_ arguments: [String]) throws -> CommandResult {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("mmoe-convert")
+    let candidates = [binary.path, fixturesPath + "/../.build/debug/mmoe-convert"]
+    guard let executable = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: binary.path])
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+@Suite("mmoe-convert end to end", .serialized)
+struct CommandLineTests {
+    let fixture = fixturesPath + "/torch/rechub_mmoe"
+
+    @Test("convert, inspect, predict, verify on a fixture")
+    func mainJob() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let model = folder.file("model.mmoe")
+        let convert = try mmoeConvert(["convert", fixture + "/model.pt", "--spec", fixture + "/conversion.json", "-o", model])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stderr.contains("source: torch"))
+        #expect(convert.stderr.contains("inferred: 3 experts, 2 tasks"))
+        #expect(convert.stdout.contains("architecture: mmoe"))
+        #expect(convert.stdout.contains("gates: 2 (one per task)"))
+
+        let inspect = try mmoeConvert(["inspect", model, "--json", "--tensors"])
+        #expect(inspect.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        #expect(object?["format"] as? String == "mmoe")
+        #expect((object?["architecture"] as? [String: Any])?["experts"] as? Int == 3)
+        #expect((object?["outputs"] as? [[String: Any]])?.map { $0["name"] as? String } == ["click", "watch"])
+        #expect((object?["tensors"] as? [Any])?.count == 78 - 10)  // the 10 num_batches_tracked counters are dropped
+
+        let predictions = folder.file("predictions.npz")
+        let predict = try mmoeConvert(["predict", model, "--inputs", fixture + "/inputs.npz", "-o", predictions, "--gates"])
+        #expect(predict.status == 0, "\(predict.stderr)")
+        let written = try NumpyArchive.read(path: predictions)
+        #expect(written["click"]?.shape == [48])
+        #expect(written["gate.click"]?.shape == [48, 3])
+
+        let verify = try mmoeConvert(["verify", model, "--inputs", fixture + "/inputs.npz", "--expected", fixture + "/outputs.npz"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(verify.stdout.contains("PASS: 2 outputs"))
+        // predict and verify agree: the written predictions verify against the framework too.
+        let verifyWritten = try mmoeConvert(["verify", model, "--inputs", fixture + "/inputs.npz", "--expected", predictions, "--atol", "0", "--rtol", "0"])
+        #expect(verifyWritten.status == 0, "\(verifyWritten.stdout)")
+
+        // Outside tolerance: exit 1 and the worst row reported.
+        var shifted = try NumpyArchive.read(path: fixture + "/outputs.npz")
+        var values = try #require(shifted["click"]).floats()
+        values[7] += 0.01
+        shifted["click"] = .float32(values, shape: [values.count])
+        let expected = folder.file("shifted.npz")
+        try NumpyArchive.write(shifted, to: expected)
+        let failing = try mmoeConvert(["verify", model, "--inputs", fixture + "/inputs.npz", "--expected", expected])
+        #expect(failing.status == 1)
+        #expect(failing.stdout.contains("FAIL"))
+        #expect(failing.stdout.split(separator: "\n").contains { $0.hasPrefix("click") && $0.contains(" 7 ") })
+
+        let checksums = try mmoeConvert(["verify", model, "--checksums"])
+        #expect(checksums.status == 0)
+        #expect(checksums.stdout.contains("tensor checksums OK"))
+    }
+
+    @Test("CSV inputs and outputs; HDF5 output; reduced precision and int8 embeddings")
+    func formats() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let plain = fixturesPath + "/torch/plain_mmoe"
+        let h5 = folder.file("plain.h5")
+        #expect(try mmoeConvert(["convert", plain + "/model.safetensors", "--spec", plain + "/conversion.json", "-o", h5]).status == 0)
+        let inputs = try NumpyArchive.read(path: plain + "/inputs.npz")
+        let users = try #require(inputs["user_id"]).ids().get()
+        let items = try #require(inputs["item_id"]).ids().get()
+        let prices = try #require(inputs["price"]).floats()
+        var csv = "user_id,item_id,price\n"
+        for i in users.indices { csv += "\(users[i]),\(items[i]),\(prices[i])\n" }
+        let csvPath = folder.file("inputs.csv")
+        try csv.write(toFile: csvPath, atomically: true, encoding: .utf8)
+        let out = folder.file("out.csv")
+        let predict = try mmoeConvert(["predict", h5, "--inputs", csvPath, "-o", out])
+        #expect(predict.status == 0, "\(predict.stderr)")
+        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n")
+        #expect(lines.first == "ctr,cvr")
+        #expect(lines.count == users.count + 1)
+        #expect(try mmoeConvert(["verify", h5, "--inputs", csvPath, "--expected", plain + "/outputs.npz"]).status == 0)
+
+        let small = folder.file("small.mmoe")
+        let reduce = try mmoeConvert(["convert", h5, "-o", small, "--dtype", "bf16", "--quantize-embeddings", "int8"])
+        #expect(reduce.status == 0, "\(reduce.stderr)")
+        #expect(reduce.stdout.contains("i8"))
+        #expect(reduce.stdout.contains("bf16"))
+        // bf16 weights drift; a loose tolerance passes, the default one need not.
+        let loose = try mmoeConvert(["verify", small, "--inputs", plain + "/inputs.npz", "--expected", plain + "/outputs.npz", "--atol", "0.05", "--rtol", "0"])
+        #expect(loose.status == 0, "\(loose.stdout)")
+    }
+
+    @Test("gates table and SVG heatmap; bench JSON")
+    func gatesAndBench() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let model = folder.file("ple.mmoe")
+        let ple = fixturesPath + "/torch/rechub_ple"
+        #expect(try mmoeConvert(["convert", ple + "/model.pt", "--spec", ple + "/conversion.json", "-o", model]).status == 0)
+        let svg = folder.file("gates.svg")
+        let gates = try mmoeConvert(["gates", model, "--inputs", ple + "/inputs.npz", "--svg", svg])
+        #expect(gates.status == 0, "\(gates.stderr)")
+        for name in ["level0.click", "level0.watch", "level0.shared", "level1.click", "level1.watch"] {
+            #expect(gates.stdout.contains(name), "gate \(name)")
+        }
+        let picture = try String(contentsOfFile: svg, encoding: .utf8)
+        #expect(picture.hasPrefix("<svg"))
+        #expect(picture.contains("level1.watch"))
+
+        let bench = try mmoeConvert(["bench", model, "--batch", "1,64", "--threads", "1", "--seconds", "0.05", "--json"])
+        #expect(bench.status == 0, "\(bench.stderr)")
+        let rows = bench.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(rows.count == 2)
+        #expect(rows.map { $0["batch"] as? Int } == [1, 64])
+        for row in rows {
+            #expect(row["threads"] as? Int == 1)
+            #expect((row["median_latency_s"] as? Double ?? 0) > 0)
+            #expect((row["examples_per_s"] as? Double ?? 0) > 0)
+        }
+    }
+
+    @Test("errors: one line on stderr and a documented exit code")
+    func errors() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        // Usage errors (64) are caught before any work.
+        let missing = try mmoeConvert(["convert", folder.file("nope.pt"), "-o", folder.file("x.mmoe")])
+        #expect(missing.status == 64)
+        #expect(missing.stderr.contains("does not exist"))
+        #expect(try mmoeConvert(["predict", "--frobnicate"]).status == 64)
+        #expect(try mmoeConvert(["convert", fixture + "/model.pt", "-o", folder.file("x.mmoe"), "--dtype", "f8"]).status == 64)
+        #expect(try mmoeConvert(["verify", fixturesPath + "/damaged/valid.mmoe"]).status == 64)
+
+        func expectFailure(_ arguments: [String], mentions: String) throws {
+            let result = try mmoeConvert(arguments)
+            #expect(result.status == 2, "\(arguments): \(result.stderr)")
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "one line: \(result.stderr)")
+            #expect(result.stderr.hasPrefix("mmoe-convert: error: "))
+            #expect(result.stderr.contains(mentions), "\(result.stderr)")
+        }
+        // A checkpoint without a conversion spec.
+        try expectFailure(["convert", fixture + "/model.pt", "-o", folder.file("x.mmoe")], mentions: "pass --spec")
+        // Damaged model files.
+        try expectFailure(["inspect", fixturesPath + "/damaged/mmoe/gap_between_tensors.mmoe"], mentions: "embeddings.user.weight")
+        try expectFailure(["predict", fixturesPath + "/damaged/mmoe/wrong_magic.mmoe", "--inputs", fixture + "/inputs.npz", "-o", folder.file("p.npz")], mentions: "unknown file format")
+        // A hostile pickle.
+        try expectFailure(["inspect", fixturesPath + "/hostile/os_system.pt"], mentions: "posix.system")
+        // Inputs that do not fit the model.
+        let model = folder.file("m.mmoe")
+        #expect(try mmoeConvert(["convert", fixture + "/model.pt", "--spec", fixture + "/conversion.json", "-o", model]).status == 0)
+        try expectFailure(["predict", model, "--inputs", fixturesPath + "/torch/plain_mmoe/inputs.npz", "-o", folder.file("p.npz")], mentions: "not a feature of the model")
+        let corrupt = try mmoeConvert(["verify", fixturesPath + "/damaged/mmoe/flipped_data_byte.mmoe", "--checksums"])
+        #expect(corrupt.status == 1)
+        #expect(corrupt.stdout.contains("checksum mismatch"))
+        // Nothing half-written is left behind by failures.
+        #expect(!FileManager.default.fileExists(atPath: folder.file("x.mmoe")))
+        #expect(!FileManager.default.fileExists(atPath: folder.file("p.npz")))
+    }
+
+    @Test("help and version")
+    func help() throws {
+        let version = try mmoeConvert(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
+        for command in ["convert", "inspect", "predict", "verify", "gates", "bench"] {
+            let result = try mmoeConvert([command, "--help"])
+            #expect(result.status == 0)
+            #expect(result.stdout.contains("mmoe-convert \(command)"), "\(command) help")
+            #expect(result.stdout.contains("Example"), "\(command) help has examples")
+        }
+    }
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine with Swift: system libraries first, then swift test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+swift test
