@@ -71,6 +71,21 @@ enum LayerPart {
     case dice(DiceVariant, eps: Double, alpha: Tensor, normalization: (weight: Tensor?, bias: Tensor?, mean: Tensor, variance: Tensor)?)
 }
 
+/// The widths of the linear layers among `parts` (the hidden dims plus any output layer).
+func linearWidths(_ parts: [LayerPart]) -> [Int] {
+    parts.compactMap { if case .linear(let weight, _) = $0 { weight.shape[0] } else { nil } }
+}
+
+/// Refuses a model whose layer widths disagree with the dims the conversion spec states.
+func checkDims(_ stated: [Int]?, _ parts: [LayerPart], dropLast: Bool, what: String, path: String) throws(ImportError) {
+    guard let stated else { return }
+    var found = linearWidths(parts)
+    if dropLast, !found.isEmpty { found.removeLast() }
+    guard stated == found else {
+        throw .mismatch(path: path, reason: "\(what): the conversion spec says hidden dims \(stated), the checkpoint has \(found)")
+    }
+}
+
 /// Collects canonical tensors while MLPs are assembled.
 struct CanonicalBuilder {
     var store = TensorStore()

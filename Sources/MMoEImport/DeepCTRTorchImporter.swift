@@ -11,6 +11,13 @@ struct DeepCTRTorchImporter {
     let conversion: ConversionSpec
     let path: String
 
+    /// A DNN whose widths must equal `dims` when given (the args' `*_hidden_units`).
+    func dnn(_ prefix: String, activation: String, dims: [Int]?, keys: inout CheckpointKeys) throws(ImportError) -> [LayerPart] {
+        let parts = try dnn(prefix, activation: activation, keys: &keys)
+        try checkDims(dims, parts, dropLast: false, what: prefix, path: path)
+        return parts
+    }
+
     func dnn(_ prefix: String, activation: String, keys: inout CheckpointKeys) throws(ImportError) -> [LayerPart] {
         var parts: [LayerPart] = []
         var k = 0
@@ -65,6 +72,9 @@ struct DeepCTRTorchImporter {
         let activation = try args.string("dnn_activation") ?? "relu"
         if try args.string("dnn_activation") == nil { notes.append(ImportNote(.assumed, "dnn_activation relu (DeepCTR-Torch default)")) }
         let model = conversion.model.lowercased()
+        let expertDims = try args.ints("expert_dnn_hidden_units")
+        let gateDims = try args.ints("gate_dnn_hidden_units")
+        let towerDims = try args.ints("tower_dnn_hidden_units")
         var tasks = try CheckpointConverter.tasks(
             conversion, names: try args.strings("task_names") ?? (model == "esmm" ? nil : ["ctr", "ctcvr"]), types: try args.strings("task_types"),
             count: nil, path: path)
@@ -72,7 +82,7 @@ struct DeepCTRTorchImporter {
         var biasKeys: [String] = tasks.indices.map { "out.\($0).bias" }
 
         func tower(_ t: Int, dnnPrefix: String, finalKey: String, keys: inout CheckpointKeys, builder: inout CanonicalBuilder) throws(ImportError) -> MLP {
-            var parts = try dnn(dnnPrefix, activation: activation, keys: &keys)
+            var parts = try dnn(dnnPrefix, activation: activation, dims: towerDims, keys: &keys)
             parts.append(try final(finalKey, keys: &keys))
             return try builder.mlp("towers.\(t)", parts)
         }
@@ -83,10 +93,10 @@ struct DeepCTRTorchImporter {
             let experts = keys.count { "expert_dnn.\($0).linears.0.weight" }
             if let n = try args.int("num_experts"), n != experts { throw .mismatch(path: path, reason: "num_experts is \(n) but the checkpoint has \(experts)") }
             var expertMLPs: [MLP] = []
-            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try dnn("expert_dnn.\(e)", activation: activation, keys: &keys))) }
+            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try dnn("expert_dnn.\(e)", activation: activation, dims: expertDims, keys: &keys))) }
             var gates: [MLP] = []
             for t in tasks.indices {
-                var parts = try dnn("gate_dnn.\(t)", activation: activation, keys: &keys)
+                var parts = try dnn("gate_dnn.\(t)", activation: activation, dims: gateDims, keys: &keys)
                 parts.append(try final("gate_dnn_final_layer.\(t).weight", keys: &keys))
                 gates.append(try builder.mlp("gates.\(t)", parts))
             }
@@ -113,25 +123,25 @@ struct DeepCTRTorchImporter {
                 for t in tasks.indices {
                     var list: [MLP] = []
                     for j in 0..<specific {
-                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try dnn("specific_experts.\(l).\(t).\(j)", activation: activation, keys: &keys)))
+                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try dnn("specific_experts.\(l).\(t).\(j)", activation: activation, dims: expertDims, keys: &keys)))
                     }
                     specificExperts.append(list)
                 }
                 var sharedExperts: [MLP] = []
                 for k in 0..<built {
                     if k < shared {
-                        sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try dnn("shared_experts.\(l).0.\(k)", activation: activation, keys: &keys)))
+                        sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try dnn("shared_experts.\(l).0.\(k)", activation: activation, dims: expertDims, keys: &keys)))
                     } else {
                         _ = try dnn("shared_experts.\(l).0.\(k)", activation: activation, keys: &keys)
                     }
                 }
                 var gates: [MLP] = []
                 for t in tasks.indices {
-                    var parts = try dnn("specific_gate_dnn.\(l).\(t).0", activation: activation, keys: &keys)
+                    var parts = try dnn("specific_gate_dnn.\(l).\(t).0", activation: activation, dims: gateDims, keys: &keys)
                     parts.append(try final("specific_gate_dnn_final_layer.\(l).\(t).weight", keys: &keys))
                     gates.append(try builder.mlp("levels.\(l).specific_gates.\(t)", parts))
                 }
-                var sharedParts = try dnn("shared_gate_dnn.\(l)", activation: activation, keys: &keys)
+                var sharedParts = try dnn("shared_gate_dnn.\(l)", activation: activation, dims: gateDims, keys: &keys)
                 sharedParts.append(try final("shared_gate_dnn_final_layer.\(l).weight", keys: &keys))
                 var sharedGate: MLP? = nil
                 if l < levels - 1 {
@@ -146,7 +156,7 @@ struct DeepCTRTorchImporter {
             architecture = Architecture(type: .ple, levels: pleLevels, towers: towers)
             notes.append(ImportNote(.inferred, "\(levels) levels, \(specific) specific experts per task, \(shared) shared experts"))
         case "sharedbottom", "shared_bottom":
-            let bottom = try builder.mlp("bottom", try dnn("bottom_dnn", activation: activation, keys: &keys))
+            let bottom = try builder.mlp("bottom", try dnn("bottom_dnn", activation: activation, dims: try args.ints("bottom_dnn_hidden_units"), keys: &keys))
             var towers: [MLP] = []
             for t in tasks.indices { towers.append(try tower(t, dnnPrefix: "tower_dnn.\(t)", finalKey: "tower_dnn_final_layer.\(t).weight", keys: &keys, builder: &builder)) }
             architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)

@@ -11,6 +11,13 @@ struct RechubImporter {
     let conversion: ConversionSpec
     let path: String
 
+    /// An MLP at `<prefix>.mlp.*` whose hidden dims must equal `dims` when given.
+    func mlp(_ prefix: String, params: JSONObject?, outputLayer: Bool, keys: inout CheckpointKeys, notes: inout [ImportNote]) throws(ImportError) -> [LayerPart] {
+        let parts = try mlp(prefix, activation: try params?.string("activation") ?? "relu", outputLayer: outputLayer, keys: &keys, notes: &notes)
+        try checkDims(try params?.ints("dims"), parts, dropLast: outputLayer, what: prefix, path: path)
+        return parts
+    }
+
     /// An MLP at `<prefix>.mlp.*`. `activation` is the args' name; parameters found in the
     /// checkpoint (PReLU weight, Dice alpha) decide where they exist.
     func mlp(_ prefix: String, activation: String, outputLayer: Bool, keys: inout CheckpointKeys, notes: inout [ImportNote]) throws(ImportError) -> [LayerPart] {
@@ -65,7 +72,6 @@ struct RechubImporter {
         let args = conversion.args
         let expertParams = try args.object("expert_params")
         let towerParams = try args.objects("tower_params_list")
-        func towerActivation(_ t: Int) throws(ImportError) -> String { try towerParams?[safe: t]?.string("activation") ?? "relu" }
         let model = conversion.model.lowercased()
         let architecture: Architecture
         var tasks: [(name: String, head: HeadKind)]
@@ -75,13 +81,12 @@ struct RechubImporter {
             let experts = keys.count { "experts.\($0).mlp.0.weight" }
             if let n = try args.int("n_expert"), n != experts { throw .mismatch(path: path, reason: "n_expert is \(n) but the checkpoint has \(experts) experts") }
             tasks = try CheckpointConverter.tasks(conversion, names: nil, types: try args.strings("task_types"), count: keys.count { "towers.\($0).mlp.0.weight" }, path: path)
-            let activation = try expertParams?.string("activation") ?? "relu"
             var expertMLPs: [MLP] = []
-            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try mlp("experts.\(e)", activation: activation, outputLayer: false, keys: &keys, notes: &notes))) }
+            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try mlp("experts.\(e)", params: expertParams, outputLayer: false, keys: &keys, notes: &notes))) }
             var gates: [MLP] = []
             for t in tasks.indices { gates.append(try builder.mlp("gates.\(t)", try mlp("gates.\(t)", activation: "softmax", outputLayer: false, keys: &keys, notes: &notes))) }
             var towers: [MLP] = []
-            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", activation: try towerActivation(t), outputLayer: true, keys: &keys, notes: &notes))) }
+            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", params: towerParams?[safe: t], outputLayer: true, keys: &keys, notes: &notes))) }
             architecture = Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers)
             notes.append(ImportNote(.inferred, "\(experts) experts, \(tasks.count) tasks"))
         case "ple":
@@ -92,7 +97,6 @@ struct RechubImporter {
             for (name, value) in [("n_level", levels), ("n_expert_shared", shared), ("n_expert_specific", specific)] {
                 if let given = try args.int(name), given != value { throw .mismatch(path: path, reason: "\(name) is \(given) but the checkpoint has \(value)") }
             }
-            let activation = try expertParams?.string("activation") ?? "relu"
             var pleLevels: [PLELevel] = []
             for l in 0..<levels {
                 let base = "cgc_layers.\(l)"
@@ -101,13 +105,13 @@ struct RechubImporter {
                     var list: [MLP] = []
                     for j in 0..<specific {
                         let index = t * specific + j
-                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try mlp("\(base).experts_specific.\(index)", activation: activation, outputLayer: false, keys: &keys, notes: &notes)))
+                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try mlp("\(base).experts_specific.\(index)", params: expertParams, outputLayer: false, keys: &keys, notes: &notes)))
                     }
                     specificExperts.append(list)
                 }
                 var sharedExperts: [MLP] = []
                 for k in 0..<shared {
-                    sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try mlp("\(base).experts_shared.\(k)", activation: activation, outputLayer: false, keys: &keys, notes: &notes)))
+                    sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try mlp("\(base).experts_shared.\(k)", params: expertParams, outputLayer: false, keys: &keys, notes: &notes)))
                 }
                 var gates: [MLP] = []
                 for t in tasks.indices {
@@ -120,22 +124,19 @@ struct RechubImporter {
                 pleLevels.append(PLELevel(specificExperts: specificExperts, sharedExperts: sharedExperts, specificGates: gates, sharedGate: sharedGate))
             }
             var towers: [MLP] = []
-            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", activation: try towerActivation(t), outputLayer: true, keys: &keys, notes: &notes))) }
+            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", params: towerParams?[safe: t], outputLayer: true, keys: &keys, notes: &notes))) }
             architecture = Architecture(type: .ple, levels: pleLevels, towers: towers)
             notes.append(ImportNote(.inferred, "\(levels) levels, \(specific) specific experts per task, \(shared) shared experts"))
         case "sharedbottom", "shared_bottom":
             tasks = try CheckpointConverter.tasks(conversion, names: nil, types: try args.strings("task_types"), count: keys.count { "towers.\($0).mlp.0.weight" }, path: path)
-            let bottomActivation = try args.object("bottom_params")?.string("activation") ?? "relu"
-            let bottom = try builder.mlp("bottom", try mlp("bottom_mlp", activation: bottomActivation, outputLayer: false, keys: &keys, notes: &notes))
+            let bottom = try builder.mlp("bottom", try mlp("bottom_mlp", params: try args.object("bottom_params"), outputLayer: false, keys: &keys, notes: &notes))
             var towers: [MLP] = []
-            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", activation: try towerActivation(t), outputLayer: true, keys: &keys, notes: &notes))) }
+            for t in tasks.indices { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", params: towerParams?[safe: t], outputLayer: true, keys: &keys, notes: &notes))) }
             architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)
         case "esmm":
             tasks = [("ctr", .sigmoid), ("cvr", .sigmoid)]
-            let ctrActivation = try args.object("ctr_params")?.string("activation") ?? "relu"
-            let cvrActivation = try args.object("cvr_params")?.string("activation") ?? "relu"
-            let ctr = try builder.mlp("towers.0", try mlp("tower_ctr", activation: ctrActivation, outputLayer: true, keys: &keys, notes: &notes))
-            let cvr = try builder.mlp("towers.1", try mlp("tower_cvr", activation: cvrActivation, outputLayer: true, keys: &keys, notes: &notes))
+            let ctr = try builder.mlp("towers.0", try mlp("tower_ctr", params: try args.object("ctr_params"), outputLayer: true, keys: &keys, notes: &notes))
+            let cvr = try builder.mlp("towers.1", try mlp("tower_cvr", params: try args.object("cvr_params"), outputLayer: true, keys: &keys, notes: &notes))
             architecture = Architecture(type: .esmm, towers: [ctr, cvr])
             outputs = [OutputSpec(name: "cvr"), OutputSpec(name: "ctr"), OutputSpec(name: "ctcvr", product: ["ctr", "cvr"])]
             if features.contains(where: { $0.kind == .dense }) {

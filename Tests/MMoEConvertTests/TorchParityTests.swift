@@ -125,6 +125,14 @@ struct TorchParityTests {
         #expect(throws: ImportError.mismatch(path: folder + "/model.pt", reason: "feature 'user id': vocab_size 31 but table 'embedding.embed_dict.user id.weight' has 30 rows")) {
             _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: specPath)
         }
+        features[0]["vocab_size"] = 30
+        conversion["features"] = features
+        args["expert_params"] = ["dims": [16, 9], "activation": "relu"]
+        conversion["args"] = args
+        try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: specPath))
+        #expect(throws: ImportError.mismatch(path: folder + "/model.pt", reason: "experts.0: the conversion spec says hidden dims [16, 9], the checkpoint has [16, 8]")) {
+            _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: specPath)
+        }
         // Weights-only formats need a spec.
         #expect(throws: ImportError.self) { _ = try ModelImporter.load(path: folder + "/model.pt") }
     }
