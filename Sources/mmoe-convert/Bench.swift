@@ -31,6 +31,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Print JSON lines.")
     var json = false
 
+    @Option(name: .long, help: "Also time N opens of the model file (open, validate, compile, first batch-1 prediction); 0 skips.")
+    var opens = 0
+
     var batchSizes: [Int] { batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     func validate() throws {
@@ -40,10 +43,12 @@ struct Bench: ParsableCommand {
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        guard opens >= 0, opens <= 10_000 else { throw ValidationError("--opens must be in 0...10000") }
     }
 
     func run() throws {
         try reportingErrors {
+            if opens > 0 { try timeOpens() }
             let loaded = try loadModel(model)
             if let threads { ComputeThreads.set(threads) }
             let threadCount = ComputeThreads.current
@@ -71,6 +76,27 @@ struct Bench: ParsableCommand {
                     print(String(format: "%-7d %-9d %-16@ %-13@ %.0f", size, threadCount, formatSeconds(median) as NSString, formatSeconds(p90) as NSString, throughput))
                 }
             }
+        }
+    }
+
+    /// Times opening the file until the first prediction has run, `opens` times.
+    func timeOpens() throws {
+        var times: [Double] = []
+        var size = 0
+        for index in 0..<opens {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let loaded = try loadModel(model)
+            _ = try loaded.predict(PredictionFiles.randomBatch(loaded.spec, rows: 1, seed: UInt64(index)))
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            size = (try? FileManager.default.attributesOfItem(atPath: model)[.size] as? Int) ?? 0
+        }
+        times.sort()
+        let median = times[times.count / 2]
+        if json {
+            let object: [String: Any] = ["open_median_s": median, "open_min_s": times[0], "opens": times.count, "file_bytes": size]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print("open + first prediction: median \(formatSeconds(median)), min \(formatSeconds(times[0])) over \(times.count) opens of \(formatBytes(size))")
         }
     }
 
