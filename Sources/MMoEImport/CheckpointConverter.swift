@@ -176,11 +176,17 @@ enum CheckpointConverter {
         }
     }
 
-    static func convert(path: String, format: SourceFormat, conversionSpecPath: String) throws(ImportError) -> ImportResult {
-        let conversion = try ConversionSpec(path: conversionSpecPath)
+    static func convert(path: String, format: SourceFormat, conversionSpecPath: String?) throws(ImportError) -> ImportResult {
         var notes: [ImportNote] = []
         let checkpoint = try readWeights(path: path, format: format, notes: &notes)
         var keys = CheckpointKeys(checkpoint, notes: &notes)
+        let conversion: ConversionSpec
+        if let conversionSpecPath {
+            conversion = try ConversionSpec(path: conversionSpecPath)
+        } else {
+            conversion = try SpecInference.infer(keys: keys, path: path, notes: &notes)
+        }
+        let conversionSpecPath = conversionSpecPath ?? "(inferred conversion spec)"
         let spec: ModelSpec
         var builder = CanonicalBuilder(path: path)
         switch conversion.framework {

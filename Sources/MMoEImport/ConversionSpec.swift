@@ -146,6 +146,11 @@ struct ConversionSpec {
             throw .malformed(path: path, offset: nil, reason: "the conversion spec is not valid JSON (\(error.localizedDescription))")
         }
         guard let values = object as? [String: Any] else { throw .malformed(path: path, offset: nil, reason: "the conversion spec must be a JSON object") }
+        try self.init(values: values, file: path)
+    }
+
+    /// A conversion spec from already parsed JSON (`file` names it in errors).
+    init(values: [String: Any], file path: String) throws(ImportError) {
         root = JSONObject(values: values, path: "", file: path)
         file = path
         guard let framework = try root.string("framework") else {

@@ -121,9 +121,8 @@ public enum ModelImporter {
                 throw .hdf5(error)
             }
         default:
-            guard let conversionSpecPath else {
-                throw .unsupported(path: path, reason: "a \(format) file holds weights only; pass --spec with a conversion spec (see Docs/CONVERTING.md)")
-            }
+            // Without a conversion spec the framework, model and features are inferred from the
+            // checkpoint's keys where possible (with notes on every assumption).
             return try CheckpointConverter.convert(path: path, format: format, conversionSpecPath: conversionSpecPath)
         }
     }

@@ -167,8 +167,8 @@ struct CommandLineTests {
             #expect(result.stderr.hasPrefix("mmoe-convert: error: "))
             #expect(result.stderr.contains(mentions), "\(result.stderr)")
         }
-        // A checkpoint without a conversion spec.
-        try expectFailure(["convert", fixture + "/model.pt", "-o", folder.file("x.mmoe")], mentions: "pass --spec")
+        // A checkpoint of no known framework, without a conversion spec.
+        try expectFailure(["convert", fixturesPath + "/torch/plain_mmoe/model.pt", "-o", folder.file("x.mmoe")], mentions: "pass --spec")
         // Damaged model files.
         try expectFailure(["inspect", fixturesPath + "/damaged/mmoe/gap_between_tensors.mmoe"], mentions: "embeddings.user.weight")
         try expectFailure(["predict", fixturesPath + "/damaged/mmoe/wrong_magic.mmoe", "--inputs", fixture + "/inputs.npz", "-o", folder.file("p.npz")], mentions: "unknown file format")

@@ -133,7 +133,21 @@ struct TorchParityTests {
         #expect(throws: ImportError.mismatch(path: folder + "/model.pt", reason: "experts.0: the conversion spec says hidden dims [16, 9], the checkpoint has [16, 8]")) {
             _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: specPath)
         }
-        // Weights-only formats need a spec.
-        #expect(throws: ImportError.self) { _ = try ModelImporter.load(path: folder + "/model.pt") }
+        // A plain model cannot be inferred without a spec.
+        #expect(throws: ImportError.self) { _ = try ModelImporter.load(path: fixturesPath + "/torch/plain_mmoe/model.pt") }
+    }
+
+    @Test("without a conversion spec, framework checkpoints convert with every assumption noted")
+    func inferred() throws {
+        let rechub = try ModelImporter.load(path: fixturesPath + "/torch/rechub_mmoe/model.pt")
+        #expect(rechub.spec.architecture.type == .mmoe)
+        #expect(rechub.spec.architecture.experts?.count == 3)
+        #expect(rechub.spec.tasks.map(\.name) == ["task0", "task1"])
+        #expect(rechub.notes.contains { $0.kind == .inferred && $0.message.contains("framework torch-rechub, model MMOE") })
+        #expect(rechub.notes.contains { $0.kind == .assumed && $0.message.contains("dense features") })
+        let deepctr = try ModelImporter.load(path: fixturesPath + "/torch/deepctr_torch_ple/model.safetensors")
+        #expect(deepctr.spec.architecture.type == .ple)
+        #expect(deepctr.spec.architecture.levels?.count == 2)
+        _ = try Model(spec: deepctr.spec, tensors: deepctr.tensors)
     }
 }

@@ -1,0 +1,76 @@
+import MMoECore
+
+/// Builds a conversion spec from a checkpoint alone, for `convert` without `--spec`.
+///
+/// The framework and model class come from characteristic keys, counts from the keys, each
+/// embedding table becomes one sparse feature named after it, and the rest of the first
+/// layer's input width becomes width-1 dense features (`dense_0`, ...), placed where the
+/// framework concatenates dense values. Everything that cannot be known this way — sequence
+/// features, shared tables, task types, activations without parameters, feature names — is
+/// assumed, with a note, and a spec gives the real answer.
+enum SpecInference {
+    static func infer(keys: CheckpointKeys, path: String, notes: inout [ImportNote]) throws(ImportError) -> ConversionSpec {
+        let names = keys.order
+        func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
+        let framework: String
+        let model: String
+        let tablePrefix: String
+        let firstLayer: String
+        if has("embedding.embed_dict.") {
+            framework = "torch-rechub"
+            tablePrefix = "embedding.embed_dict."
+            if has("cgc_layers.") { (model, firstLayer) = ("PLE", "cgc_layers.0.experts_shared.0.mlp.0.weight") }
+            else if has("tower_ctr.") { (model, firstLayer) = ("ESMM", "tower_ctr.mlp.0.weight") }
+            else if has("bottom_mlp.") { (model, firstLayer) = ("SharedBottom", "bottom_mlp.mlp.0.weight") }
+            else if has("experts.") && has("gates.") { (model, firstLayer) = ("MMOE", "experts.0.mlp.0.weight") }
+            else { throw unknown(path) }
+        } else if has("embedding_dict.") {
+            framework = "deepctr-torch"
+            tablePrefix = "embedding_dict."
+            if has("specific_experts.") { (model, firstLayer) = ("PLE", "specific_experts.0.0.0.linears.0.weight") }
+            else if has("ctr_dnn.") { (model, firstLayer) = ("ESMM", "ctr_dnn.linears.0.weight") }
+            else if has("bottom_dnn.") { (model, firstLayer) = ("SharedBottom", "bottom_dnn.linears.0.weight") }
+            else if has("expert_dnn.") { (model, firstLayer) = ("MMOE", "expert_dnn.0.linears.0.weight") }
+            else { throw unknown(path) }
+        } else {
+            throw unknown(path)
+        }
+        notes.append(ImportNote(.inferred, "framework \(framework), model \(model) (from the checkpoint's key names)"))
+
+        // Tables in checkpoint order: feature order for torch.save, alphabetical for safetensors.
+        var features: [[String: Any]] = []
+        var embeddingWidth = 0
+        for name in names where name.hasPrefix(tablePrefix) && name.hasSuffix(".weight") {
+            let table = String(name.dropFirst(tablePrefix.count).dropLast(".weight".count))
+            guard let shape = keys.shape(name), shape.count == 2 else { continue }
+            features.append(["name": table, "kind": "sparse", framework == "torch-rechub" ? "embed_dim" : "embedding_dim": shape[1]])
+            embeddingWidth += shape[1]
+        }
+        guard let inputWidth = keys.shape(firstLayer)?.last else {
+            throw ImportError.mismatch(path: path, reason: "cannot find \(firstLayer) to infer the input width; pass --spec")
+        }
+        let denseWidth = inputWidth - embeddingWidth
+        guard denseWidth >= 0 else {
+            throw ImportError.mismatch(path: path, reason: "the first layer reads \(inputWidth) values but the tables give \(embeddingWidth): features share tables or are sequences; pass --spec to describe them")
+        }
+        for d in 0..<denseWidth { features.append(["name": "dense_\(d)", "kind": "dense"]) }
+        notes.append(ImportNote(.assumed, "one sparse feature per table (\(features.count - denseWidth)), named after the table, in the order the checkpoint lists them; no sequence features, no shared tables"))
+        if denseWidth > 0 { notes.append(ImportNote(.assumed, "\(denseWidth) dense features of width 1 named dense_0 ... dense_\(denseWidth - 1) (the rest of the input width \(inputWidth))")) }
+
+        var values: [String: Any] = ["framework": framework, "model": model, "features": features]
+        if model != "ESMM" {
+            let towerKey = framework == "torch-rechub" ? "towers.%d.mlp.0.weight" : "tower_dnn_final_layer.%d.weight"
+            var count = 0
+            while keys.has(towerKey.replacingOccurrences(of: "%d", with: String(count))) { count += 1 }
+            values["tasks"] = (0..<count).map { ["name": "task\($0)", "type": "binary"] }
+            notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ...; a regression task needs --spec"))
+        }
+        // Activations that have no parameters cannot be seen; the frameworks' default is relu.
+        notes.append(ImportNote(.assumed, "relu wherever a layer's activation has no parameters (the frameworks' default)"))
+        return try ConversionSpec(values: values, file: "(inferred conversion spec)")
+    }
+
+    static func unknown(_ path: String) -> ImportError {
+        .unsupported(path: path, reason: "the checkpoint's keys do not match a known framework model; pass --spec with a conversion spec (see Docs/CONVERTING.md)")
+    }
+}
