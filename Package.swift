@@ -31,9 +31,12 @@ let package = Package(
             name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
 
+        /// The packed AVX2/FMA matrix-multiply kernel (runtime CPU dispatch; BLAS elsewhere).
+        .target(name: "CMMoEKernels", path: "Sources/CMMoEKernels"),
+
         // MARK: Layers (dependencies point downwards only)
         .target(name: "MMoECore", swiftSettings: strict),
-        .target(name: "MMoERuntime", dependencies: ["MMoECore", "CBLAS"], swiftSettings: strict),
+        .target(name: "MMoERuntime", dependencies: ["MMoECore", "CBLAS", "CMMoEKernels"], swiftSettings: strict),
         .target(name: "MMoEFormat", dependencies: ["MMoECore", "MMoERuntime"], swiftSettings: strict),
         .target(name: "MMoEHDF5", dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat", "CHDF5"], swiftSettings: strict),
         .target(

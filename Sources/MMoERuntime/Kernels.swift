@@ -1,4 +1,5 @@
 import CBLAS
+import CMMoEKernels
 import Foundation
 import MMoECore
 
@@ -8,16 +9,94 @@ enum Kernels {
     @inline(__always)
     static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
 
-    /// C[m, n] = A[m, k] · B[k, n] through BLAS.
+    /// C[m, n] = A[m, k] · B[k, n] through BLAS. Very small batches use one GEMV per row:
+    /// the weights stream through once and are not packed.
     static func gemm(
         rows: Int, a: UnsafePointer<Float>, lda: Int, k: Int, b: UnsafePointer<Float>, n: Int, c: UnsafeMutablePointer<Float>,
         ldc: Int
     ) {
+        if rows <= 2 {
+            for r in 0..<rows { mmoe_sgemv_row(Int32(n), Int32(k), a + r * lda, b, Int32(n), c + r * ldc) }
+            return
+        }
         mmoe_sgemm_rowmajor(Int32(rows), Int32(n), Int32(k), a, Int32(lda), b, Int32(n), 0, c, Int32(ldc))
     }
 
-    /// Applies `ops` in order to each row of a `[rows, width]` view with leading dimension `ld`.
+    /// Weights (n x k) from which a batch-1 multiply is split over threads.
+    static let panelSplitMinimum = 4_000_000
+
+    /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
+    /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
+    static func packedGemm(_ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+        let n = step.output.width
+        let k = step.input.width
+        let panels = (n + 15) / 16
+        step.packed.withUnsafeBufferPointer { packed in
+            step.bias.withUnsafeBufferPointer { bias in
+                step.relu.withUnsafeBufferPointer { relu in
+                    guard let packedBase = packed.baseAddress else { return }
+                    let biasBase = bias.isEmpty ? nil : bias.baseAddress
+                    let reluBase = relu.isEmpty ? nil : relu.baseAddress
+                    // Only a large weight matrix is worth waking a second thread for (~20 us).
+                    let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum ? min(threads, panels / 4) : 1
+                    if splits <= 1 {
+                        mmoe_gemm_packed(Int32(rows), Int32(n), Int32(k), a, Int32(lda), packedBase, biasBase, reluBase, c, Int32(ldc))
+                        return
+                    }
+                    let addresses = PanelJob(a: a, packed: packedBase, bias: biasBase, relu: reluBase, c: c)
+                    DispatchQueue.concurrentPerform(iterations: splits) { part in
+                        let begin = panels * part / splits
+                        let end = panels * (part + 1) / splits
+                        mmoe_gemm_packed_panels(
+                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, addresses.bias, addresses.relu, addresses.c,
+                            Int32(ldc), Int32(begin), Int32(end))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `body` over `rows` split into contiguous chunks on up to `threads` threads (one
+    /// chunk, on the caller's thread, when the work is small).
+    static func parallelRows(_ rows: Int, work: Int, threads: Int, _ body: (Range<Int>) -> Void) {
+        let chunks = min(threads, rows, max(1, work / 32_768))
+        if chunks <= 1 {
+            body(0..<rows)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let job = RowJob(body: body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let start = rows * chunk / chunks
+                let end = rows * (chunk + 1) / chunks
+                job.body(start..<end)
+            }
+        }
+    }
+
+    /// Applies `ops` in order to each row of a `[rows, width]` view with leading dimension `ld`,
+    /// rows split over `threads` threads for large views.
+    static func pointwise(_ ops: [PointwiseOp], base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int, threads: Int) {
+        let address = UInt(bitPattern: base)
+        parallelRows(rows, work: rows * width * ops.count, threads: threads) { range in
+            guard let chunk = UnsafeMutablePointer<Float>(bitPattern: address) else { return }
+            pointwise(ops, base: chunk + range.lowerBound * ld, rows: range.count, width: width, ld: ld)
+        }
+    }
+
+    /// Single-threaded `pointwise`.
     static func pointwise(_ ops: [PointwiseOp], base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int) {
+        // The common epilogue, bias then ReLU, in one pass.
+        if ops.count == 2, case .bias(let bias) = ops[0], case .relu = ops[1] {
+            bias.withUnsafeBufferPointer { b in
+                guard let b = b.baseAddress else { return }
+                for r in 0..<rows {
+                    let row = base + r * ld
+                    for c in 0..<width { row[c] = max(row[c] + b[c], 0) }
+                }
+            }
+            return
+        }
         for op in ops {
             switch op {
             case .bias(let bias):
@@ -37,7 +116,10 @@ enum Kernels {
                     }
                 }
             case .relu:
-                forEach(base, rows, width, ld) { max($0, 0) }
+                for r in 0..<rows {
+                    let row = base + r * ld
+                    for c in 0..<width { row[c] = max(row[c], 0) }
+                }
             case .leakyRelu(let slope):
                 forEach(base, rows, width, ld) { $0 >= 0 ? $0 : $0 * slope }
             case .prelu(let weight):
@@ -131,6 +213,14 @@ enum Kernels {
     }
 
     /// Numerically stable softmax of each row.
+    static func softmax(base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int, threads: Int) {
+        let address = UInt(bitPattern: base)
+        parallelRows(rows, work: rows * width * 8, threads: threads) { range in
+            guard let chunk = UnsafeMutablePointer<Float>(bitPattern: address) else { return }
+            softmax(base: chunk + range.lowerBound * ld, rows: range.count, width: width, ld: ld)
+        }
+    }
+
     static func softmax(base: UnsafeMutablePointer<Float>, rows: Int, width: Int, ld: Int) {
         for r in 0..<rows {
             let row = base + r * ld
@@ -146,6 +236,22 @@ enum Kernels {
             for c in 0..<width { row[c] *= inverse }
         }
     }
+}
+
+/// The pointers of one panel-split multiply, shared read-only (output panels are disjoint).
+private struct PanelJob: @unchecked Sendable {
+    let a: UnsafePointer<Float>
+    let packed: UnsafePointer<Float>
+    let bias: UnsafePointer<Float>?
+    let relu: UnsafePointer<UInt8>?
+    let c: UnsafeMutablePointer<Float>
+}
+
+/// Carries a non-escaping row body into `concurrentPerform` (which needs a Sendable closure).
+/// Only used while the body is alive; the raw pointers it captures are split by row.
+private final class RowJob: @unchecked Sendable {
+    let body: (Range<Int>) -> Void
+    init(body: @escaping (Range<Int>) -> Void) { self.body = body }
 }
 
 /// A read-only view of one embedding table inside its tensor's storage (zero-copy: a mapped

@@ -1,4 +1,6 @@
 import CBLAS
+import CMMoEKernels
+import Dispatch
 import MMoECore
 import Synchronization
 
@@ -98,21 +100,31 @@ public final class Model: Sendable {
         -> Prediction
     {
         let rows = try checkBatch(batch, options: options)
-        var results = [[Float]](repeating: [Float](repeating: 0, count: rows), count: heads.count)
-        var gateResults = options.includeGates ? gatePlans.map { [Float](repeating: 0, count: rows * $0.view.width) } : []
+        let buffers = OutputBuffers(rows: rows, heads: heads.count, gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
         let ordered = inputs.map { batch[$0.feature.name] }
-        if rows > 0 {
-            let scratch = scratch.acquire(floats: min(rows, Model.chunkRows) * rowFloats, extra: maxTableDim())
-            defer { self.scratch.release(scratch) }
-            var start = 0
-            while start < rows {
-                let count = min(Model.chunkRows, rows - start)
-                try run(start: start, rows: count, batch: ordered, options: options, scratch: scratch, results: &results, gates: &gateResults)
-                start += count
+        let threads = ComputeThreads.current
+        // Large batches on the packed kernel: contiguous row ranges per thread, each running the
+        // whole network chunk by chunk (activations stay in cache, no synchronisation inside).
+        let parts = PackedKernel.isAvailable ? min(threads, rows / Model.minRowsPerThread) : 1
+        if parts > 1 {
+            let failure = Mutex<PredictError?>(nil)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let range = (rows * part / parts)..<(rows * (part + 1) / parts)
+                do throws(PredictError) {
+                    try runRange(range, batch: ordered, options: options, outputs: buffers, threads: 1)
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                }
             }
+            if let error = failure.withLock({ $0 }) { throw error }
+        } else if rows > 0 {
+            try runRange(0..<rows, batch: ordered, options: options, outputs: buffers, threads: threads)
         }
+        let results = buffers.heads.map { Array(UnsafeBufferPointer(start: $0, count: rows)) }
+        let gateResults = zip(buffers.gates, buffers.gateWidths).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1)) }
         var named: [String: [Float]] = [:]
         for (t, task) in spec.tasks.enumerated() { named[task.name] = results[t] }
+        let gates = zip(gatePlans, gateResults).map { GateWeights(name: $0.name, experts: $0.view.width, weights: $1) }
         for output in outputs {
             guard let product = output.product else { continue }
             var values = [Float](repeating: 1, count: rows)
@@ -124,11 +136,29 @@ public final class Model: Sendable {
         }
         var final: [String: [Float]] = [:]
         for output in outputs { final[output.name] = named[output.name] }
-        let gates = zip(gatePlans, gateResults).map { GateWeights(name: $0.name, experts: $0.view.width, weights: $1) }
         return Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, gates: gates)
     }
 
     private func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
+
+    /// Rows below which a batch is not split over threads.
+    static let minRowsPerThread = 128
+
+    /// Runs rows `range` chunk by chunk on one scratch area.
+    private func runRange(_ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int) throws(PredictError) {
+        let chunk = PackedKernel.isAvailable ? Model.packedChunkRows : Model.chunkRows
+        let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
+        defer { self.scratch.release(scratch) }
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let count = min(chunk, range.upperBound - start)
+            try run(start: start, rows: count, batch: batch, options: options, scratch: scratch, outputs: outputs, threads: threads)
+            start += count
+        }
+    }
+
+    /// Rows per chunk on the packed kernel (keeps a chunk's activations in L2).
+    static let packedChunkRows = 256
 
     /// Checks names, dtypes and shapes; returns the batch size.
     private func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions) throws(PredictError) -> Int {
@@ -189,8 +219,7 @@ public final class Model: Sendable {
 
     /// Runs one chunk of rows.
     private func run(
-        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, results: inout [[Float]],
-        gates: inout [[Float]]
+        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, outputs: OutputBuffers, threads: Int
     ) throws(PredictError) {
         let arena = scratch.memory
         func pointer(_ view: View) -> UnsafeMutablePointer<Float> {
@@ -202,34 +231,43 @@ public final class Model: Sendable {
 
         for step in steps {
             switch step {
-            case .gemm(let input, let weight, let output):
-                weight.withUnsafeBufferPointer { w in
-                    guard let wBase = w.baseAddress else { return }
-                    Kernels.gemm(
-                        rows: rows, a: pointer(input), lda: ld(input), k: input.width, b: wBase, n: output.width, c: pointer(output),
-                        ldc: ld(output))
+            case .gemm(let step):
+                if step.packed.isEmpty {
+                    step.weight.withUnsafeBufferPointer { w in
+                        guard let wBase = w.baseAddress else { return }
+                        Kernels.gemm(
+                            rows: rows, a: pointer(step.input), lda: ld(step.input), k: step.input.width, b: wBase, n: step.output.width,
+                            c: pointer(step.output), ldc: ld(step.output))
+                    }
+                } else {
+                    Kernels.packedGemm(step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output), threads: threads)
                 }
             case .pointwise(let view, let ops):
-                Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view))
+                Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)
             case .copy(let from, let to):
                 let source = pointer(from)
                 let destination = pointer(to)
                 for r in 0..<rows { (destination + r * ld(to)).update(from: source + r * ld(from), count: from.width) }
             case .softmax(let view):
-                Kernels.softmax(base: pointer(view), rows: rows, width: view.width, ld: ld(view))
+                Kernels.softmax(base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)
             case .mix(let gate, let experts, let output):
-                let g = pointer(gate)
+                let g = UInt(bitPattern: pointer(gate))
                 let gateLD = ld(gate)
-                let out = pointer(output)
+                let out = UInt(bitPattern: pointer(output))
                 let outLD = ld(output)
                 let width = output.width
-                for r in 0..<rows {
-                    let destination = out + r * outLD
-                    destination.update(repeating: 0, count: width)
-                    for (e, expert) in experts.enumerated() {
-                        let weight = g[r * gateLD + e]
-                        let source = pointer(expert) + r * ld(expert)
-                        for c in 0..<width { destination[c] += weight * source[c] }
+                let sources = experts.map { (UInt(bitPattern: pointer($0)), ld($0)) }
+                Kernels.parallelRows(rows, work: rows * width * experts.count * 2, threads: threads) { range in
+                    guard let g = UnsafeMutablePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else { return }
+                    for r in range {
+                        let destination = out + r * outLD
+                        destination.update(repeating: 0, count: width)
+                        for (e, (address, sourceLD)) in sources.enumerated() {
+                            guard let base = UnsafeMutablePointer<Float>(bitPattern: address) else { continue }
+                            let weight = g[r * gateLD + e]
+                            let source = base + r * sourceLD
+                            for c in 0..<width { destination[c] += weight * source[c] }
+                        }
                     }
                 }
             }
@@ -237,7 +275,8 @@ public final class Model: Sendable {
         for (t, head) in heads.enumerated() {
             let base = pointer(head.view)
             let headLD = ld(head.view)
-            results[t].withUnsafeMutableBufferPointer { out in
+            do {
+                let out = outputs.heads[t]
                 for r in 0..<rows {
                     let row = base + r * headLD
                     let value: Float
@@ -250,11 +289,12 @@ public final class Model: Sendable {
                 }
             }
         }
-        for (g, gate) in gatePlans.enumerated() where g < gates.count {
+        for (g, gate) in gatePlans.enumerated() where g < outputs.gates.count {
             let base = pointer(gate.view)
             let gateLD = ld(gate.view)
             let width = gate.view.width
-            gates[g].withUnsafeMutableBufferPointer { out in
+            do {
+                let out = outputs.gates[g]
                 for r in 0..<rows {
                     for e in 0..<width { out[(start + r) * width + e] = base[r * gateLD + e] }
                 }
@@ -331,6 +371,32 @@ public final class Model: Sendable {
                 }
             }
         }
+    }
+}
+
+/// The output memory of one `predict` call, written by disjoint row ranges from any thread.
+final class OutputBuffers: @unchecked Sendable {
+    let heads: [UnsafeMutablePointer<Float>]
+    let gates: [UnsafeMutablePointer<Float>]
+    let gateWidths: [Int]
+
+    init(rows: Int, heads count: Int, gateWidths: [Int]) {
+        heads = (0..<count).map { _ in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(rows, 1))
+            p.initialize(repeating: 0, count: max(rows, 1))
+            return p
+        }
+        gates = gateWidths.map { width in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * width, 1))
+            p.initialize(repeating: 0, count: max(rows * width, 1))
+            return p
+        }
+        self.gateWidths = gateWidths
+    }
+
+    deinit {
+        for p in heads { p.deallocate() }
+        for p in gates { p.deallocate() }
     }
 }
 

@@ -27,10 +27,24 @@ enum PointwiseOp: Sendable {
     case layerNorm(weight: [Float]?, bias: [Float]?, eps: Float)
 }
 
+/// A matrix multiply with its fused epilogue: output = relu?(input · weight + bias).
+struct GemmStep: Sendable {
+    var input: View
+    var output: View
+    /// Row-major `[input.width, output.width]` (the BLAS path).
+    var weight: [Float]
+    /// The same weights packed for the AVX2 kernel (empty when the kernel is not used).
+    var packed: [Float]
+    /// Bias added in the epilogue (packed path only; empty: none).
+    var bias: [Float]
+    /// Per 16-column panel: apply ReLU in the epilogue (packed path only).
+    var relu: [UInt8]
+}
+
 /// One step of the compiled program.
 enum Step: Sendable {
-    /// output = input · weight, weight packed `[input.width, output.width]` row-major.
-    case gemm(input: View, weight: [Float], output: View)
+    /// A matrix multiply (with a fused epilogue on the packed path).
+    case gemm(GemmStep)
     case pointwise(View, [PointwiseOp])
     case copy(from: View, to: View)
     case softmax(View)
@@ -82,6 +96,43 @@ struct PlanCompiler {
     init(spec: ModelSpec, tensors: TensorStore) {
         self.spec = spec
         self.tensors = tensors
+    }
+
+    /// Whether the packed AVX2 kernel is used (decided once per process).
+    let packedKernel = PackedKernel.isAvailable
+
+    /// Appends a matrix multiply whose output column ranges `segments` (column, width, ops)
+    /// each get their epilogue. On the packed path a leading bias and a following ReLU are
+    /// fused into the multiply; segments start at multiples of 16 columns, so ReLU is decided
+    /// per 16-column panel without touching a neighbour.
+    mutating func appendDense(input: View, weight: [Float], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]) {
+        guard packedKernel else {
+            steps.append(.gemm(GemmStep(input: input, output: output, weight: weight, packed: [], bias: [], relu: [])))
+            for segment in segments where !segment.ops.isEmpty {
+                steps.append(.pointwise(View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), segment.ops))
+            }
+            return
+        }
+        var bias = [Float](repeating: 0, count: output.width)
+        var hasBias = false
+        var relu = [UInt8](repeating: 0, count: (output.width + 15) / 16)
+        var remaining: [(View, [PointwiseOp])] = []
+        for segment in segments {
+            var ops = segment.ops
+            if case .bias(let values)? = ops.first {
+                for c in 0..<segment.width { bias[segment.column + c] = values[c] }
+                hasBias = true
+                ops.removeFirst()
+            }
+            if case .relu? = ops.first, segment.column % 16 == 0 {
+                ops.removeFirst()
+                for p in (segment.column / 16)..<((segment.column + segment.width + 15) / 16) { relu[p] = 1 }
+            }
+            if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
+        }
+        let packed = PackedKernel.pack(weight, rows: input.width, columns: output.width)
+        steps.append(.gemm(GemmStep(input: input, output: output, weight: weight, packed: packed, bias: hasBias ? bias : [], relu: relu)))
+        for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
 
     mutating func allocate(width: Int) -> View {
@@ -221,25 +272,26 @@ struct PlanCompiler {
         }
         for input in groupOrder {
             let members = groups[input] ?? []
-            let total = members.reduce(0) { $0 + compiled[$1].layers[0].outWidth }
+            // Each member starts at a multiple of 16 columns so its epilogue can be fused per panel.
+            var columns: [Int] = []
+            var total = 0
+            for member in members {
+                columns.append(total)
+                total += (compiled[member].layers[0].outWidth + 15) / 16 * 16
+            }
             let output = allocate(width: total)
             var packed = [Float](repeating: 0, count: input.width * total)
-            var column = 0
-            var segments: [(Int, View)] = []
-            for member in members {
+            var segments: [(column: Int, width: Int, ops: [PointwiseOp])] = []
+            for (index, member) in members.enumerated() {
                 let layer = compiled[member].layers[0]
+                let column = columns[index]
                 for i in 0..<input.width {
                     for o in 0..<layer.outWidth { packed[i * total + column + o] = layer.weight[i * layer.outWidth + o] }
                 }
-                segments.append((member, View(buffer: output.buffer, column: column, width: layer.outWidth)))
-                column += layer.outWidth
+                segments.append((column, layer.outWidth, layer.ops))
+                started[member] = (View(buffer: output.buffer, column: column, width: layer.outWidth), 1)
             }
-            steps.append(.gemm(input: input, weight: packed, output: output))
-            for (member, view) in segments {
-                let ops = compiled[member].layers[0].ops
-                if !ops.isEmpty { steps.append(.pointwise(view, ops)) }
-                started[member] = (view, 1)
-            }
+            appendDense(input: input, weight: packed, output: output, segments: segments)
         }
         for index in compiled.indices {
             let mlp = compiled[index]
@@ -260,8 +312,7 @@ struct PlanCompiler {
             while next < mlp.layers.count {
                 let layer = mlp.layers[next]
                 let output = allocate(width: layer.outWidth)
-                steps.append(.gemm(input: current, weight: layer.weight, output: output))
-                if !layer.ops.isEmpty { steps.append(.pointwise(output, layer.ops)) }
+                appendDense(input: current, weight: layer.weight, output: output, segments: [(0, layer.outWidth, layer.ops)])
                 current = output
                 next += 1
             }

@@ -1,0 +1,27 @@
+#ifndef MMOE_KERNELS_H
+#define MMOE_KERNELS_H
+#include <stddef.h>
+
+/* Dense matrix multiply with weights packed once at load time, bias and ReLU fused into the
+ * store. x86-64 with AVX2+FMA only (checked at run time); elsewhere mmoe_kernels_available()
+ * is 0 and the runtime uses BLAS. */
+
+/// 1 when the packed kernel can run on this CPU.
+int mmoe_kernels_available(void);
+
+/// Floats needed to pack a row-major [k, n] matrix.
+size_t mmoe_packed_size(int k, int n);
+
+/// Packs row-major b[k, n] (leading dimension n) into 16-column panels, zero padded.
+void mmoe_pack_b(const float *b, int k, int n, float *packed);
+
+/// c[m, n] (leading dimension ldc) = a[m, k] (leading dimension lda) x packed (+ bias[n]),
+/// then max(., 0) on the 16-column panels p where relu[p] is non-zero. bias and relu may be NULL.
+void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,
+                      const float *bias, const unsigned char *relu, float *c, int ldc);
+
+/// The same for the 16-column panels [panel_begin, panel_end) only (to split one product's
+/// columns over threads).
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+                             const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
+#endif

@@ -1,0 +1,199 @@
+#include "mmoe_kernels.h"
+#include <string.h>
+
+#define NR 16
+#define MR 6
+#define KC 512
+#define MC 120
+
+size_t mmoe_packed_size(int k, int n) {
+    size_t panels = (size_t)(n + NR - 1) / NR;
+    return panels * NR * (size_t)k;
+}
+
+void mmoe_pack_b(const float *b, int k, int n, float *packed) {
+    int panels = (n + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = packed + (size_t)p * NR * k;
+        for (int kk = 0; kk < k; kk++) {
+            for (int j = 0; j < NR; j++) {
+                int col = p * NR + j;
+                dst[(size_t)kk * NR + j] = col < n ? b[(size_t)kk * n + col] : 0.0f;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+int mmoe_kernels_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* One MR x NR tile over kc values of k. a points at row 0, column k0 (stride lda); bp at the
+ * panel's row k0. out/ldo receive the tile; when accumulate is set the tile is added to what
+ * out holds. The epilogue (bias, relu) runs when last is set. */
+__attribute__((target("avx2,fma")))
+static void tile(int kc, const float *a, int lda, const float *bp, float *out, int ldo,
+                 int accumulate, int last, const float *bias, int relu) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (accumulate) {
+        c00 = _mm256_loadu_ps(out + 0 * ldo); c01 = _mm256_loadu_ps(out + 0 * ldo + 8);
+        c10 = _mm256_loadu_ps(out + 1 * ldo); c11 = _mm256_loadu_ps(out + 1 * ldo + 8);
+        c20 = _mm256_loadu_ps(out + 2 * ldo); c21 = _mm256_loadu_ps(out + 2 * ldo + 8);
+        c30 = _mm256_loadu_ps(out + 3 * ldo); c31 = _mm256_loadu_ps(out + 3 * ldo + 8);
+        c40 = _mm256_loadu_ps(out + 4 * ldo); c41 = _mm256_loadu_ps(out + 4 * ldo + 8);
+        c50 = _mm256_loadu_ps(out + 5 * ldo); c51 = _mm256_loadu_ps(out + 5 * ldo + 8);
+    } else {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    }
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+    for (int kk = 0; kk < kc; kk++) {
+        __m256 b0 = _mm256_loadu_ps(bp + (size_t)kk * NR);
+        __m256 b1 = _mm256_loadu_ps(bp + (size_t)kk * NR + 8);
+        __m256 x;
+        x = _mm256_broadcast_ss(a0 + kk); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + kk); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + kk); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + kk); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4 + kk); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5 + kk); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    if (last) {
+        if (bias) {
+            __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+            c00 = _mm256_add_ps(c00, b0); c01 = _mm256_add_ps(c01, b1); c10 = _mm256_add_ps(c10, b0); c11 = _mm256_add_ps(c11, b1);
+            c20 = _mm256_add_ps(c20, b0); c21 = _mm256_add_ps(c21, b1); c30 = _mm256_add_ps(c30, b0); c31 = _mm256_add_ps(c31, b1);
+            c40 = _mm256_add_ps(c40, b0); c41 = _mm256_add_ps(c41, b1); c50 = _mm256_add_ps(c50, b0); c51 = _mm256_add_ps(c51, b1);
+        }
+        if (relu) {
+            __m256 z = _mm256_setzero_ps();
+            c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z); c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z);
+            c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z); c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z);
+            c40 = _mm256_max_ps(c40, z); c41 = _mm256_max_ps(c41, z); c50 = _mm256_max_ps(c50, z); c51 = _mm256_max_ps(c51, z);
+        }
+    }
+    _mm256_storeu_ps(out + 0 * ldo, c00); _mm256_storeu_ps(out + 0 * ldo + 8, c01);
+    _mm256_storeu_ps(out + 1 * ldo, c10); _mm256_storeu_ps(out + 1 * ldo + 8, c11);
+    _mm256_storeu_ps(out + 2 * ldo, c20); _mm256_storeu_ps(out + 2 * ldo + 8, c21);
+    _mm256_storeu_ps(out + 3 * ldo, c30); _mm256_storeu_ps(out + 3 * ldo + 8, c31);
+    _mm256_storeu_ps(out + 4 * ldo, c40); _mm256_storeu_ps(out + 4 * ldo + 8, c41);
+    _mm256_storeu_ps(out + 5 * ldo, c50); _mm256_storeu_ps(out + 5 * ldo + 8, c51);
+}
+
+/* A 1 x NR tile (batch-1 GEMV rows): two accumulators per half to hide FMA latency. */
+__attribute__((target("avx2,fma")))
+static void row_tile(int kc, const float *a, const float *bp, float *out, int accumulate, int last,
+                     const float *bias, int relu, int valid) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+    int kk = 0;
+    for (; kk + 1 < kc; kk += 2) {
+        __m256 x = _mm256_broadcast_ss(a + kk), y = _mm256_broadcast_ss(a + kk + 1);
+        c0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR), c0);
+        c1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR + 8), c1);
+        d0 = _mm256_fmadd_ps(y, _mm256_loadu_ps(bp + (size_t)(kk + 1) * NR), d0);
+        d1 = _mm256_fmadd_ps(y, _mm256_loadu_ps(bp + (size_t)(kk + 1) * NR + 8), d1);
+    }
+    if (kk < kc) {
+        __m256 x = _mm256_broadcast_ss(a + kk);
+        c0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR), c0);
+        c1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR + 8), c1);
+    }
+    c0 = _mm256_add_ps(c0, d0);
+    c1 = _mm256_add_ps(c1, d1);
+    float tmp[NR];
+    _mm256_storeu_ps(tmp, c0);
+    _mm256_storeu_ps(tmp + 8, c1);
+    for (int j = 0; j < valid; j++) {
+        float v = tmp[j] + (accumulate ? out[j] : 0.0f);
+        if (last) {
+            if (bias) v += bias[j];
+            if (relu && v < 0) v = 0;
+        }
+        out[j] = v;
+    }
+}
+
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+                             const float *bias, const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    float abuf[MR * KC];
+    float cbuf[MR * NR];
+    float biasbuf[NR];
+    if (m > MC) {
+        /* Row blocks keep the block of a in L2 while every panel passes over it. */
+        for (int r0 = 0; r0 < m; r0 += MC) {
+            int mc = m - r0 < MC ? m - r0 : MC;
+            mmoe_gemm_packed_panels(mc, n, k, a + (size_t)r0 * lda, lda, packed, bias, relus, c + (size_t)r0 * ldc, ldc,
+                                    panel_begin, panel_end);
+        }
+        return;
+    }
+    for (int k0 = 0; k0 < k; k0 += KC) {
+        int kc = k - k0 < KC ? k - k0 : KC;
+        int accumulate = k0 > 0;
+        int last = k0 + kc >= k;
+        for (int p = panel_begin; p < panel_end; p++) {
+            const float *bp = packed + (size_t)p * NR * k + (size_t)k0 * NR;
+            int col = p * NR;
+            int valid = n - col < NR ? n - col : NR;
+            int relu = relus ? relus[p] : 0;
+            const float *pbias = NULL;
+            if (bias) {
+                if (valid == NR) {
+                    pbias = bias + col;
+                } else {
+                    memset(biasbuf, 0, sizeof biasbuf);
+                    memcpy(biasbuf, bias + col, (size_t)valid * sizeof(float));
+                    pbias = biasbuf;
+                }
+            }
+            int r = 0;
+            if (m < MR) {
+                for (; r < m; r++) {
+                    row_tile(kc, a + (size_t)r * lda + k0, bp, c + (size_t)r * ldc + col, accumulate, last, pbias, relu, valid);
+                }
+                continue;
+            }
+            for (; r + MR <= m; r += MR) {
+                const float *ap = a + (size_t)r * lda + k0;
+                float *cp = c + (size_t)r * ldc + col;
+                if (valid == NR) {
+                    tile(kc, ap, lda, bp, cp, ldc, accumulate, last, pbias, relu);
+                } else {
+                    for (int i = 0; i < MR; i++)
+                        for (int j = 0; j < NR; j++) cbuf[i * NR + j] = (accumulate && j < valid) ? cp[(size_t)i * ldc + j] : 0.0f;
+                    tile(kc, ap, lda, bp, cbuf, NR, accumulate, last, pbias, relu);
+                    for (int i = 0; i < MR; i++) memcpy(cp + (size_t)i * ldc, cbuf + i * NR, (size_t)valid * sizeof(float));
+                }
+            }
+            if (r < m) {
+                int rest = m - r;
+                memset(abuf, 0, sizeof(float) * MR * (size_t)kc);
+                for (int i = 0; i < rest; i++) memcpy(abuf + i * kc, a + (size_t)(r + i) * lda + k0, (size_t)kc * sizeof(float));
+                float *cp = c + (size_t)r * ldc + col;
+                for (int i = 0; i < MR; i++)
+                    for (int j = 0; j < NR; j++) cbuf[i * NR + j] = (accumulate && i < rest && j < valid) ? cp[(size_t)i * ldc + j] : 0.0f;
+                tile(kc, abuf, kc, bp, cbuf, NR, accumulate, last, pbias, relu);
+                for (int i = 0; i < rest; i++) memcpy(cp + (size_t)i * ldc, cbuf + i * NR, (size_t)valid * sizeof(float));
+            }
+        }
+    }
+}
+
+#else
+
+int mmoe_kernels_available(void) { return 0; }
+
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+                             const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end) {
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bias; (void)relu; (void)c; (void)ldc;
+    (void)panel_begin; (void)panel_end;
+}
+#endif
+
+void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,
+                      const float *bias, const unsigned char *relu, float *c, int ldc) {
+    mmoe_gemm_packed_panels(m, n, k, a, lda, packed, bias, relu, c, ldc, 0, (n + NR - 1) / NR);
+}
