@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 swift test
+# The runtime again on its portable BLAS path (the packed AVX2 kernel is chosen per process).
+MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests

@@ -24,6 +24,22 @@ void mmoe_pack_b(const float *b, int k, int n, float *packed) {
     }
 }
 
+void mmoe_pack_bt(const float *w, int k, int n, float *packed) {
+    int panels = (n + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = packed + (size_t)p * NR * k;
+        for (int j = 0; j < NR; j++) {
+            int row = p * NR + j;
+            if (row < n) {
+                const float *src = w + (size_t)row * k;
+                for (int kk = 0; kk < k; kk++) dst[(size_t)kk * NR + j] = src[kk];
+            } else {
+                for (int kk = 0; kk < k; kk++) dst[(size_t)kk * NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 

@@ -9,17 +9,17 @@ enum Kernels {
     @inline(__always)
     static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
 
-    /// C[m, n] = A[m, k] · B[k, n] through BLAS. Very small batches use one GEMV per row:
-    /// the weights stream through once and are not packed.
+    /// C[m, n] = A[m, k] · Wᵀ with W `[n, k]` (the linear's `[out, in]` weight) through BLAS.
+    /// Very small batches use one GEMV per row: the weights stream through once, unpacked.
     static func gemm(
-        rows: Int, a: UnsafePointer<Float>, lda: Int, k: Int, b: UnsafePointer<Float>, n: Int, c: UnsafeMutablePointer<Float>,
+        rows: Int, a: UnsafePointer<Float>, lda: Int, k: Int, w: UnsafePointer<Float>, n: Int, c: UnsafeMutablePointer<Float>,
         ldc: Int
     ) {
         if rows <= 2 {
-            for r in 0..<rows { mmoe_sgemv_row(Int32(n), Int32(k), a + r * lda, b, Int32(n), c + r * ldc) }
+            for r in 0..<rows { mmoe_sgemv_row(Int32(n), Int32(k), a + r * lda, w, Int32(k), c + r * ldc) }
             return
         }
-        mmoe_sgemm_rowmajor(Int32(rows), Int32(n), Int32(k), a, Int32(lda), b, Int32(n), 0, c, Int32(ldc))
+        mmoe_sgemm_rowmajor_bt(Int32(rows), Int32(n), Int32(k), a, Int32(lda), w, Int32(k), c, Int32(ldc))
     }
 
     /// Weights (n x k) from which a batch-1 multiply is split over threads.

@@ -236,7 +236,7 @@ public final class Model: Sendable {
                     step.weight.withUnsafeBufferPointer { w in
                         guard let wBase = w.baseAddress else { return }
                         Kernels.gemm(
-                            rows: rows, a: pointer(step.input), lda: ld(step.input), k: step.input.width, b: wBase, n: step.output.width,
+                            rows: rows, a: pointer(step.input), lda: ld(step.input), k: step.input.width, w: wBase, n: step.output.width,
                             c: pointer(step.output), ldc: ld(step.output))
                     }
                 } else {

@@ -10,15 +10,14 @@ enum PackedKernel {
         return mmoe_kernels_available() != 0
     }()
 
-    /// Packs a row-major `[rows, columns]` matrix into the kernel's 16-column panels.
-    static func pack(_ matrix: [Float], rows: Int, columns: Int) -> [Float] {
-        let size = mmoe_packed_size(Int32(rows), Int32(columns))
-        var packed = [Float](repeating: 0, count: max(size, 1))
-        matrix.withUnsafeBufferPointer { source in
-            packed.withUnsafeMutableBufferPointer { destination in
-                if let s = source.baseAddress, let d = destination.baseAddress { mmoe_pack_b(s, Int32(rows), Int32(columns), d) }
+    /// Packs a linear's `[out, in]` weight into the kernel's 16-output panels.
+    static func pack(weight: [Float], outputs: Int, inputs: Int) -> [Float] {
+        let size = mmoe_packed_size(Int32(inputs), Int32(outputs))
+        return [Float](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
+            weight.withUnsafeBufferPointer { source in
+                if let s = source.baseAddress, let d = buffer.baseAddress { mmoe_pack_bt(s, Int32(inputs), Int32(outputs), d) }
             }
+            count = max(size, 1)
         }
-        return packed
     }
 }

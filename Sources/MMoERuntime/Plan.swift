@@ -31,7 +31,7 @@ enum PointwiseOp: Sendable {
 struct GemmStep: Sendable {
     var input: View
     var output: View
-    /// Row-major `[input.width, output.width]` (the BLAS path).
+    /// The weight `[output.width, input.width]` (the BLAS path; empty on the packed path).
     var weight: [Float]
     /// The same weights packed for the AVX2 kernel (empty when the kernel is not used).
     var packed: [Float]
@@ -78,7 +78,7 @@ struct CompiledMLP {
     struct DenseLayer {
         var inWidth: Int
         var outWidth: Int
-        var weight: [Float]  // packed [in, out]
+        var weight: [Float]  // [out, in], as stored
         var ops: [PointwiseOp]  // starts with .bias when the layer has one
     }
     var prologue: [PointwiseOp] = []
@@ -130,8 +130,8 @@ struct PlanCompiler {
             }
             if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
         }
-        let packed = PackedKernel.pack(weight, rows: input.width, columns: output.width)
-        steps.append(.gemm(GemmStep(input: input, output: output, weight: weight, packed: packed, bias: hasBias ? bias : [], relu: relu)))
+        let packed = PackedKernel.pack(weight: weight, outputs: output.width, inputs: input.width)
+        steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu)))
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
 
@@ -143,7 +143,11 @@ struct PlanCompiler {
     func floats(_ name: String) throws(ModelError) -> [Float] {
         guard let tensor = tensors[name] else { throw .missingTensor(name: name, expectedShape: []) }
         let values = tensor.floats()
-        if let bad = values.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteTensor(name: name, index: bad) }
+        let bad = values.withUnsafeBufferPointer { buffer -> Int? in
+            for (index, value) in buffer.enumerated() where !value.isFinite { return index }
+            return nil
+        }
+        if let bad { throw .nonFiniteTensor(name: name, index: bad) }
         return values
     }
 
@@ -173,8 +177,8 @@ struct PlanCompiler {
     func compile(_ mlp: MLP, path: String, inputWidth: Int) throws(ModelError) -> CompiledMLP {
         var result = CompiledMLP()
         var width = inputWidth
-        // Folding needs the unfolded weight until the layer's first non-BN op, so keep Doubles.
-        var pendingWeight: [Double]? = nil  // [out, in] as stored
+        // The linear waiting for a batch norm to fold (until the layer's first other op).
+        var pendingWeight: [Float]? = nil  // [out, in] as stored
         var pendingBias: [Double]? = nil
         var pendingIn = 0
         func appendOp(_ op: PointwiseOp, to result: inout CompiledMLP) {
@@ -183,13 +187,10 @@ struct PlanCompiler {
         func flush(_ result: inout CompiledMLP) {
             guard let weight = pendingWeight else { return }
             let outWidth = weight.count / max(pendingIn, 1)
-            var packed = [Float](repeating: 0, count: pendingIn * outWidth)
-            for o in 0..<outWidth {
-                for i in 0..<pendingIn { packed[i * outWidth + o] = Float(weight[o * pendingIn + i]) }
-            }
+            let inWidth = pendingIn
             var ops: [PointwiseOp] = []
             if let bias = pendingBias { ops.append(.bias(bias.map { Float($0) })) }
-            result.layers.append(.init(inWidth: pendingIn, outWidth: outWidth, weight: packed, ops: ops))
+            result.layers.append(.init(inWidth: inWidth, outWidth: outWidth, weight: weight, ops: ops))
             pendingWeight = nil
             pendingBias = nil
         }
@@ -200,7 +201,7 @@ struct PlanCompiler {
                 continue
             case .linear(let units, let hasBias):
                 flush(&result)
-                pendingWeight = try floats(name("weight")).map { Double($0) }
+                pendingWeight = try floats(name("weight"))
                 pendingBias = hasBias ? try floats(name("bias")).map { Double($0) } : nil
                 pendingIn = width
                 width = units
@@ -209,8 +210,14 @@ struct PlanCompiler {
                 let (scale, shift) = try batchNormAffine(path: path, index: index, eps: eps, affine: affine, width: width)
                 if var weight = pendingWeight {
                     // Fold: W' = diag(scale)·W, b' = scale·b + shift.
-                    for o in 0..<width {
-                        for i in 0..<pendingIn { weight[o * pendingIn + i] *= scale[o] }
+                    let inWidth = pendingIn
+                    weight.withUnsafeMutableBufferPointer { w in
+                        guard let base = w.baseAddress else { return }
+                        for o in 0..<width {
+                            let factor = Float(scale[o])
+                            let row = base + o * inWidth
+                            for i in 0..<inWidth { row[i] *= factor }
+                        }
                     }
                     pendingWeight = weight
                     let bias = pendingBias ?? Array(repeating: 0, count: width)
@@ -280,18 +287,23 @@ struct PlanCompiler {
                 total += (compiled[member].layers[0].outWidth + 15) / 16 * 16
             }
             let output = allocate(width: total)
-            var packed = [Float](repeating: 0, count: input.width * total)
+            // Stacked [total, in] weight: each member's rows at its column offset, zero rows between.
+            var stacked = [Float](repeating: 0, count: input.width * total)
             var segments: [(column: Int, width: Int, ops: [PointwiseOp])] = []
             for (index, member) in members.enumerated() {
                 let layer = compiled[member].layers[0]
                 let column = columns[index]
-                for i in 0..<input.width {
-                    for o in 0..<layer.outWidth { packed[i * total + column + o] = layer.weight[i * layer.outWidth + o] }
+                let inWidth = input.width
+                stacked.withUnsafeMutableBufferPointer { destination in
+                    layer.weight.withUnsafeBufferPointer { source in
+                        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
+                        (d + column * inWidth).update(from: s, count: layer.outWidth * inWidth)
+                    }
                 }
                 segments.append((column, layer.outWidth, layer.ops))
                 started[member] = (View(buffer: output.buffer, column: column, width: layer.outWidth), 1)
             }
-            appendDense(input: input, weight: packed, output: output, segments: segments)
+            appendDense(input: input, weight: stacked, output: output, segments: segments)
         }
         for index in compiled.indices {
             let mlp = compiled[index]

@@ -119,3 +119,26 @@ struct ReferenceParityTests {
         }
     }
 }
+
+@Suite("Matrix multiply blocking")
+struct BlockingTests {
+    @Test("inputs wider than one k block and batches taller than one row block")
+    func wide() throws {
+        let spec = ModelSpec(
+            name: "wide", tables: [], features: [.dense("x", width: 700)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
+                          MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        let tensors = try randomTensors(for: spec, seed: 12)
+        let model = try Model(spec: spec, tensors: tensors)
+        for rows in [1, 2, 5, 6, 7, 131, 300] {
+            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows))
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
+        }
+    }
+}

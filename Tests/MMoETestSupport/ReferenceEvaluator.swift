@@ -7,6 +7,7 @@ import MMoERuntime
 public struct ReferenceEvaluator {
     let spec: ModelSpec
     let tensors: TensorStore
+    private let cache = ValueCache()
 
     /// An evaluator.
     public init(spec: ModelSpec, tensors: TensorStore) {
@@ -14,9 +15,13 @@ public struct ReferenceEvaluator {
         self.tensors = tensors
     }
 
+    /// A tensor's values as Doubles (decoded once).
     func values(_ name: String) -> [Double] {
+        if let cached = cache.values[name] { return cached }
         guard let tensor = tensors[name] else { return [] }
-        return (0..<tensor.elementCount).map { Double(tensor.element($0)) }
+        let decoded = (0..<tensor.elementCount).map { Double(tensor.element($0)) }
+        cache.values[name] = decoded
+        return decoded
     }
 
     func embeddingRow(_ table: String, _ id: Int) -> [Double] {
@@ -214,4 +219,9 @@ public struct ReferenceEvaluator {
         }
         return (outputs, gates)
     }
+}
+
+/// Decoded tensors of one evaluator (single-threaded use).
+final class ValueCache {
+    var values: [String: [Double]] = [:]
 }

@@ -15,6 +15,10 @@ size_t mmoe_packed_size(int k, int n);
 /// Packs row-major b[k, n] (leading dimension n) into 16-column panels, zero padded.
 void mmoe_pack_b(const float *b, int k, int n, float *packed);
 
+/// Packs w[n, k] (row-major, leading dimension k: PyTorch's [out, in] linear weight), i.e.
+/// the transpose of the matrix mmoe_pack_b takes.
+void mmoe_pack_bt(const float *w, int k, int n, float *packed);
+
 /// c[m, n] (leading dimension ldc) = a[m, k] (leading dimension lda) x packed (+ bias[n]),
 /// then max(., 0) on the 16-column panels p where relu[p] is non-zero. bias and relu may be NULL.
 void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,

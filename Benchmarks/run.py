@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""The performance harness: swift-mmoe against ONNX Runtime and PyTorch on the same model,
+interleaved in one run, reported as ratios (see Docs/PERFORMANCE.md).
+
+Usage (from the repository root):
+    python3 Benchmarks/run.py [--rounds 3] [--seconds 1.0] [--workdir /tmp/swift-mmoe-bench]
+Needs: torch, onnx, onnxruntime, numpy (pip), and the release build of mmoe-convert, which the
+script builds.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TOOL = os.path.join(ROOT, ".build", "release", "mmoe-convert")
+BATCHES = (1, 256, 4096)
+FLOPS_PER_EXAMPLE = 2 * (8 * (170 * 256 + 256 * 128) + 2 * 170 * 8 + 2 * (128 * 64 + 64))
+
+
+def sh(*args, env=None):
+    return subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def timed(fn, seconds):
+    for _ in range(3):
+        fn()
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def ours(model, batch, threads, seconds):
+    out = sh(TOOL, "bench", model, "--batch", str(batch), "--threads", str(threads), "--seconds", str(seconds), "--json")
+    return json.loads(out.strip().splitlines()[-1])["median_latency_s"]
+
+
+def ort_sessions(path):
+    import onnxruntime as ort
+    sessions = {}
+    for threads in (1, 2):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions[threads] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return sessions
+
+
+def sgemm_rate(threads, n=2048):
+    """GFLOP/s of an n^3 sgemm through numpy's OpenBLAS with the given thread count."""
+    code = ("import numpy as np,time\n"
+            f"a=np.random.rand({n},{n}).astype(np.float32);b=np.random.rand({n},{n}).astype(np.float32)\n"
+            "for _ in range(3): a@b\n"
+            "t=time.perf_counter()\nfor _ in range(10): a@b\n"
+            f"print(2*{n}**3*10/(time.perf_counter()-t)/1e9)")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return float(sh(sys.executable, "-c", code, env=env))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "swift-mmoe-bench"))
+    args = parser.parse_args()
+    work = args.workdir
+    subprocess.run(["swift", "build", "-c", "release", "--product", "mmoe-convert"], cwd=ROOT, check=True, capture_output=True)
+    if not os.path.exists(os.path.join(work, "model.onnx")):
+        sh(sys.executable, os.path.join(HERE, "make_reference_model.py"), work)
+    pt, onnx_path, model = (os.path.join(work, n) for n in ("model.pt", "model.onnx", "model.mmoe"))
+
+    import torch
+    sys.path.insert(0, HERE)
+    from make_reference_model import StandardMMoE
+    torch_model = StandardMMoE().eval()
+    torch_model.load_state_dict(torch.load(pt))
+
+    t = time.perf_counter()
+    sh(TOOL, "convert", pt, "--spec", os.path.join(work, "conversion.json"), "-o", model)
+    convert_s = time.perf_counter() - t
+    verify = sh(TOOL, "verify", model, "--inputs", os.path.join(work, "inputs_4096.npz"),
+                "--expected", os.path.join(work, "outputs_4096.npz"))
+    sessions = ort_sessions(onnx_path)
+    packed = {b: dict(np.load(os.path.join(work, f"packed_{b}.npz"))) for b in BATCHES}
+    tensors = {b: (torch.from_numpy(packed[b]["ids"]), torch.from_numpy(packed[b]["dense"])) for b in BATCHES}
+
+    results = {}  # (engine, threads, batch) -> [median per round]
+    for round_ in range(args.rounds):
+        for batch in BATCHES:
+            for threads in (1, 2):
+                results.setdefault(("swift-mmoe", threads, batch), []).append(ours(model, batch, threads, args.seconds))
+                feeds = {"ids": packed[batch]["ids"], "dense": packed[batch]["dense"]}
+                session = sessions[threads]
+                results.setdefault(("onnxruntime", threads, batch), []).append(timed(lambda: session.run(None, feeds), args.seconds))
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    results.setdefault(("pytorch", threads, batch), []).append(timed(lambda: torch_model(*tensors[batch]), args.seconds))
+        print(f"round {round_ + 1} done", file=sys.stderr)
+    median = {key: float(np.median(values)) for key, values in results.items()}
+
+    # Load: our open-to-first-prediction against ORT session creation.
+    open_s = json.loads(sh(TOOL, "bench", model, "--opens", "20", "--batch", "1", "--seconds", "0.05", "--json").splitlines()[0])["open_median_s"]
+    import onnxruntime as ort
+    creations = []
+    for _ in range(10):
+        t = time.perf_counter()
+        ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        creations.append(time.perf_counter() - t)
+    ort_open_s = float(np.median(creations))
+
+    # Peak memory of a batch-4096 prediction.
+    rss = subprocess.run(["/usr/bin/time", "-f", "%M", TOOL, "predict", model, "--inputs", os.path.join(work, "inputs_4096.npz"),
+                          "-o", os.path.join(work, "p.npz")], capture_output=True, text=True, check=True).stderr.strip().splitlines()[-1]
+    peak_mib = int(rss) / 1024
+
+    # Reduced precision: drift against PyTorch's fp32 outputs.
+    def drift(extra, name):
+        path = os.path.join(work, name)
+        sh(TOOL, "convert", model, "-o", path, *extra)
+        out = os.path.join(work, name + ".npz")
+        sh(TOOL, "predict", path, "--inputs", os.path.join(work, "inputs_4096.npz"), "-o", out)
+        got, want = np.load(out), np.load(os.path.join(work, "outputs_4096.npz"))
+        return max(float(np.abs(got[k] - want[k]).max()) for k in want), os.path.getsize(path)
+    int8_drift, int8_size = drift(["--quantize-embeddings", "int8"], "model.int8.mmoe")
+    bf16_drift, bf16_size = drift(["--dtype", "bf16"], "model.bf16.mmoe")
+    f32_size = os.path.getsize(model)
+    sgemm2 = sgemm_rate(2)
+    sgemm1 = sgemm_rate(1)
+
+    best_ort = {b: min(median[("onnxruntime", 1, b)], median[("onnxruntime", 2, b)]) for b in BATCHES}
+    lines = []
+    lines.append(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+                 f"python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort.__version__}")
+    lines.append(f"rounds: {args.rounds} x {args.seconds}s per measurement, interleaved; figures are medians of the round medians")
+    lines.append("")
+    lines.append("| batch | engine | threads | median latency | examples/s | GFLOP/s | vs best ORT |")
+    lines.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for batch in BATCHES:
+        for engine in ("swift-mmoe", "onnxruntime", "pytorch"):
+            for threads in (1, 2):
+                m = median[(engine, threads, batch)]
+                lines.append(f"| {batch} | {engine} | {threads} | {m * 1e3:.3f} ms | {batch / m:,.0f} | "
+                             f"{batch * FLOPS_PER_EXAMPLE / m / 1e9:.1f} | {best_ort[batch] / m:.2f}x |")
+    ours_best = {b: min(median[("swift-mmoe", 1, b)], median[("swift-mmoe", 2, b)]) for b in BATCHES}
+    lines.append("")
+    lines.append("| target | measured | met |")
+    lines.append("| --- | --- | --- |")
+    r1 = ours_best[1] / best_ort[1]
+    lines.append(f"| batch 1 fp32 latency <= 0.5 x ORT | {r1:.2f} x ({ours_best[1] * 1e6:.1f} us vs {best_ort[1] * 1e6:.1f} us) | {'yes' if r1 <= 0.5 else 'no'} |")
+    t4096 = best_ort[4096] / median[("swift-mmoe", 2, 4096)]
+    lines.append(f"| batch 4096 fp32 2 threads >= 1.0 x ORT throughput | {t4096:.2f} x | {'yes' if t4096 >= 1.0 else 'no'} |")
+    rate = 4096 * FLOPS_PER_EXAMPLE / median[("swift-mmoe", 2, 4096)] / 1e9
+    lines.append(f"| batch 4096 >= 75 % of 2-thread sgemm 2048^3 ({sgemm2:.0f} GFLOP/s; 1 thread {sgemm1:.0f}) | {rate:.0f} GFLOP/s = {100 * rate / sgemm2:.0f} % | {'yes' if rate >= 0.75 * sgemm2 else 'no'} |")
+    lines.append(f"| load until first prediction <= 0.2 x ORT session creation | {open_s * 1e3:.2f} ms vs {ort_open_s * 1e3:.2f} ms = {open_s / ort_open_s:.2f} x | {'yes' if open_s <= 0.2 * ort_open_s else 'no'} |")
+    weights_mib = (f32_size - 10 * 10000 * 16 * 4) / 2**20
+    activations_mib = 4096 * (170 + 8 * 256 + 8 * 128 + 2 * 128 + 2 * 64 + 64) * 4 / 2**20
+    bound = weights_mib + 2 * activations_mib + 64
+    lines.append(f"| peak RSS of a batch-4096 predict <= weights + 2 x activations + 64 MiB ({bound:.0f} MiB) | {peak_mib:.0f} MiB (whole process: runtime, inputs, outputs) | {'yes' if peak_mib <= bound else 'no'} |")
+    lines.append(f"| int8 embeddings: max |prob change| <= 1e-3 | {int8_drift:.2e}; file {f32_size / 2**20:.2f} -> {int8_size / 2**20:.2f} MiB | {'yes' if int8_drift <= 1e-3 else 'no'} |")
+    lines.append(f"| bf16 weights (storage; compute fp32): drift reported | {bf16_drift:.2e}; file {bf16_size / 2**20:.2f} MiB | n/a |")
+    lines.append(f"| convert {os.path.getsize(pt) / 2**20:.1f} MiB .pt -> .mmoe (process included) | {convert_s * 1e3:.0f} ms | see open_time.sh for >= 1 GiB |")
+    lines.append("")
+    lines.append("parity of the benchmarked model against PyTorch: " + verify.strip().splitlines()[-1])
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
