@@ -9,7 +9,16 @@ public enum TorchArchiveReader {
 
     /// Reads a file.
     public static func read(path: String) throws(ImportError) -> (checkpoint: SourceCheckpoint, notes: [ImportNote]) {
-        let zip = try ZipArchive(path: path)
+        try read(zip: try ZipArchive(path: path))
+    }
+
+    /// Reads an archive image already in memory.
+    public static func read(storage: ByteStorage, path: String) throws(ImportError) -> (checkpoint: SourceCheckpoint, notes: [ImportNote]) {
+        try read(zip: try ZipArchive(storage: storage, path: path))
+    }
+
+    static func read(zip: ZipArchive) throws(ImportError) -> (checkpoint: SourceCheckpoint, notes: [ImportNote]) {
+        let path = zip.path
         guard let pickle = zip.entries.first(where: { $0.name.hasSuffix("/data.pkl") || $0.name == "data.pkl" }) else {
             throw .malformed(path: path, offset: nil, reason: "no data.pkl member: not a torch.save archive")
         }

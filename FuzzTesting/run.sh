@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harness and fuzzes one parser for a while.
+#   bash FuzzTesting/run.sh TARGET [SECONDS]
+# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec
+# Seeds come from fixtures/ (copied into FuzzTesting/corpus/TARGET); crashes are written to
+# FuzzTesting/crashes/TARGET; copy fixed ones to fixtures/fuzz-regressions/TARGET/ so that
+# the normal test suite replays them.
+set -euo pipefail
+cd "$(dirname "$0")"
+target=${1:?target}
+seconds=${2:-600}
+mkdir -p .deps && ln -sfn ../.. .deps/swift-mmoe
+swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >/dev/null
+bin=$(swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --show-bin-path)/mmoe-fuzz
+corpus=corpus/$target
+mkdir -p "$corpus" "crashes/$target"
+seed() { for f in "$@"; do [ -f "$f" ] && cp -n "$f" "$corpus/" 2>/dev/null || true; done; }
+case $target in
+    mmoe) seed ../fixtures/damaged/valid.mmoe ../fixtures/damaged/mmoe/*.mmoe ;;
+    hdf5) seed ../fixtures/damaged/valid.h5 ../fixtures/damaged/hdf5/*.h5 ;;
+    torch) seed ../fixtures/torch/*/model.pt ../fixtures/hostile/*.pt ;;
+    safetensors) seed ../fixtures/torch/plain_*/model.safetensors ../fixtures/hostile/*.safetensors ;;
+    npz) seed ../fixtures/torch/plain_*/inputs.npz ../fixtures/hostile/*.npz ;;
+    npy) python3 -c "import numpy as np; np.save('$corpus/a.npy', np.arange(6, dtype=np.float32).reshape(2,3)); np.save('$corpus/b.npy', np.arange(4))" ;;
+    csv) printf 'd,s,q\n1 2,3,1 2 3\n0.5 -1,9,4\n' > "$corpus/seed.csv" ;;
+    conversion-spec) seed ../fixtures/torch/plain_*/conversion.json ;;
+    model-spec) python3 -c "import json; print(json.dumps(json.load(open('../fixtures/torch/plain_mmoe/conversion.json'))['spec']))" > "$corpus/spec.json" ;;
+esac
+export MMOE_FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no
+"$bin" "$corpus" -max_total_time="$seconds" -runs="${RUNS:--1}" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="crashes/$target/" -print_final_stats=1 2>&1 | tail -20

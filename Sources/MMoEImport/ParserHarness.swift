@@ -1,0 +1,61 @@
+import Foundation
+import MMoECore
+import MMoEFormat
+import MMoEHDF5
+import MMoERuntime
+
+/// Runs one parser of swift-mmoe on untrusted bytes, for the fuzzers (`FuzzTesting/`) and the
+/// replay of past fuzzer findings in the test suite. Every outcome but a crash or a hang is
+/// acceptable: hostile bytes must end in a typed error.
+public enum ParserHarness {
+    /// The parsers that can be exercised.
+    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec"]
+
+    /// A small model whose spec the CSV target reads inputs for.
+    static let csvSpec = ModelSpec(
+        tables: [EmbeddingTable(name: "t", vocabSize: 10, dim: 2)],
+        features: [
+            .dense("d", width: 2), .sparse("s", table: "t"),
+            Feature(name: "q", kind: .sequence, table: "t", maxLength: 4, pooling: .mean, paddingID: 0),
+        ],
+        architecture: Architecture(type: .sharedBottom, towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+        tasks: [TaskHead(name: "y")])
+
+    /// Parses `bytes` with `target`; file-based parsers write them to `scratch` + a suffix.
+    /// `weights` names a checkpoint for the conversion-spec target. Returns whether the input
+    /// was accepted.
+    @discardableResult
+    public static func run(_ target: String, _ bytes: UnsafeRawBufferPointer, scratch: String, weights: String) -> Bool {
+        func file(_ suffix: String) -> String {
+            let path = scratch + suffix
+            _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            return path
+        }
+        switch target {
+        case "mmoe":
+            guard let model = try? ModelFile(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.mmoe", verifyChecksums: true).model() else {
+                return false
+            }
+            _ = try? model.predict([:])
+            return true
+        case "hdf5":
+            return (try? HDF5Codec.read(path: file(".h5"))) != nil
+        case "torch":
+            return (try? TorchArchiveReader.read(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.pt")) != nil
+        case "safetensors":
+            return (try? SafetensorsReader.read(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.safetensors")) != nil
+        case "npy":
+            return (try? NumpyFormat.parse(bytes, path: "fuzz.npy")) != nil
+        case "npz":
+            return (try? NumpyArchive.read(path: file(".npz"))) != nil
+        case "csv":
+            return (try? PredictionFiles.readCSV(file(".csv"), spec: csvSpec)) != nil
+        case "conversion-spec":
+            return (try? ModelImporter.load(path: weights, conversionSpecPath: file(".json"))) != nil
+        case "model-spec":
+            return (try? ModelSpec.decode(json: Array(bytes))) != nil
+        default:
+            return false
+        }
+    }
+}
