@@ -151,6 +151,54 @@ public final class HDF5File: @unchecked Sendable {
         }
     }
 
+    /// A one-dimensional string array attribute (fixed or variable length), nil when absent.
+    /// Keras stores `layer_names` and `weight_names` this way.
+    public func stringArrayAttribute(_ object: String, _ name: String) throws(HDF5Error) -> [String]? {
+        try HDF5Library.locked { () throws(HDF5Error) -> [String]? in
+            let exists = H5Aexists_by_name(handle.id, object, name, mmoe_h5p_default())
+            guard exists > 0 else {
+                if exists < 0 { throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText()) }
+                return nil
+            }
+            let a = HDF5Handle.attribute(
+                try HDF5Library.check(H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)", object))
+            let type = HDF5Handle.type(try HDF5Library.check(H5Aget_type(a.id), path: path, "get attribute type", object))
+            let space = HDF5Handle.space(try HDF5Library.check(H5Aget_space(a.id), path: path, "get attribute space", object))
+            let count = Int(H5Sget_simple_extent_npoints(space.id))
+            // Keras writes an empty float64 array for layers without weights.
+            if count == 0 { return [] }
+            guard HDF5File.kind(of: type.id) == .string else {
+                throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' is not a string array")
+            }
+            guard count >= 0, count <= 1 << 20 else { throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' holds \(count) strings") }
+            if count == 0 { return [] }
+            if H5Tis_variable_str(type.id) > 0 {
+                let memoryType = HDF5Handle.type(try HDF5Library.check(H5Tcopy(mmoe_h5t_c_s1()), path: path, "copy type"))
+                try HDF5Library.check(H5Tset_size(memoryType.id, mmoe_h5t_variable()), path: path, "set type size")
+                try HDF5Library.check(H5Tset_cset(memoryType.id, H5Tget_cset(type.id)), path: path, "set charset")
+                var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+                try HDF5Library.check(pointers.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
+                defer { pointers.withUnsafeMutableBytes { _ = H5Dvlen_reclaim(memoryType.id, space.id, mmoe_h5p_default(), $0.baseAddress) } }
+                return pointers.map { pointer in
+                    guard let pointer else { return "" }
+                    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: strnlen(pointer, 1 << 16)), as: UTF8.self)
+                }
+            }
+            let size = Int(H5Tget_size(type.id))
+            guard size > 0, size <= 1 << 16, count.multipliedReportingOverflow(by: size).partialValue <= HDF5File.maxStringBytes else {
+                throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' strings of \(size) bytes are out of range")
+            }
+            let memoryType = HDF5Handle.type(try HDF5Library.check(H5Tcopy(type.id), path: path, "copy type"))
+            var buffer = [UInt8](repeating: 0, count: count * size)
+            try HDF5Library.check(buffer.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
+            return (0..<count).map { i in
+                let slice = buffer[(i * size)..<((i + 1) * size)]
+                let end = slice.firstIndex(of: 0) ?? slice.endIndex
+                return String(decoding: slice[slice.startIndex..<end], as: UTF8.self)
+            }
+        }
+    }
+
     /// A scalar string dataset.
     public func stringDataset(_ dataset: String) throws(HDF5Error) -> String {
         try HDF5Library.locked { () throws(HDF5Error) -> String in

@@ -154,6 +154,8 @@ enum CheckpointConverter {
             return checkpoint
         case .safetensors:
             return try SafetensorsReader.read(path: path)
+        case .keras:
+            return try KerasH5Reader.read(path: path)
         case .npz:
             var tensors: [SourceTensor] = []
             let arrays = try NumpyArchive.read(path: path)
@@ -196,10 +198,13 @@ enum CheckpointConverter {
         case "deepctr-torch", "deepctr_torch":
             var importer = DeepCTRTorchImporter(conversion: conversion, path: path)
             spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
+        case "deepctr", "deepctr-tf", "deepctr_tf":
+            var importer = DeepCTRImporter(conversion: conversion, path: path)
+            spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
         case "native", "plain", "pytorch", "torch":
             spec = try NativeMappingImporter.build(conversion: conversion, keys: &keys, builder: &builder, notes: &notes, path: path)
         default:
-            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, native)")
+            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, native)")
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
         do throws(ModelError) {
