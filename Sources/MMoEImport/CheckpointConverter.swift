@@ -5,12 +5,15 @@ import MMoECore
 /// anything left over is reported (ignored with a note, or refused as a mismatch).
 struct CheckpointKeys {
     let path: String
+    /// The checkpoint's finer format label (`keras3`, ...).
+    let format: String
     private(set) var tensors: [String: SourceTensor] = [:]
     private(set) var order: [String] = []
     private(set) var used = Set<String>()
 
     init(_ checkpoint: SourceCheckpoint, notes: inout [ImportNote]) {
         path = checkpoint.path
+        format = checkpoint.format
         var stripped = 0
         for tensor in checkpoint.tensors {
             var name = tensor.name

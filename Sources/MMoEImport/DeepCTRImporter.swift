@@ -107,6 +107,11 @@ struct DeepCTRImporter {
             + features.filter { $0.kind == .dense }.map(\.name)
         let args = conversion.args
         let activation = try args.string("dnn_activation") ?? "relu"
+        if keys.format == "keras3", try args.bool("dnn_use_bn") == true || ["prelu", "dice"].contains(activation.lowercased()) {
+            throw .unsupported(
+                path: path,
+                reason: "under Keras 3, DeepCTR keeps BatchNormalization, PReLU and Dice layers in Python lists and their weights are missing from the file; re-save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
+        }
         let expertDims = try args.ints("expert_dnn_hidden_units")
         let gateDims = try args.ints("gate_dnn_hidden_units")
         let towerDims = try args.ints("tower_dnn_hidden_units")

@@ -1,3 +1,4 @@
+import Foundation
 import MMoECore
 import MMoEHDF5
 
@@ -8,6 +9,72 @@ import MMoEHDF5
 /// `weight_names` attribute; a weight `expert_0/kernel0:0` of layer `expert_0` becomes the
 /// tensor `expert_0/kernel0`. Layers without weights are skipped. Values are read as f32.
 public enum KerasH5Reader {
+    /// The variable names of a Keras 3 layer's `vars/<i>`, by the class part of its path.
+    static func keras3Names(kind: String, count: Int) -> [String]? {
+        switch kind {
+        case "dnn": return count % 2 == 0 ? (0..<(count / 2)).map { "kernel\($0)" } + (0..<(count / 2)).map { "bias\($0)" } : nil
+        case "dense": return count == 1 ? ["kernel"] : count == 2 ? ["kernel", "bias"] : nil
+        case "embedding": return count == 1 ? ["embeddings"] : nil
+        case "prediction_layer": return count == 1 ? ["global_bias"] : nil
+        case "batch_normalization": return count == 4 ? ["gamma", "beta", "moving_mean", "moving_variance"] : count == 2 ? ["moving_mean", "moving_variance"] : nil
+        case "p_re_lu": return count == 1 ? ["alpha"] : nil
+        default: return nil
+        }
+    }
+
+    /// Keras 3 `.weights.h5`: groups by class (`layers/dnn_2/vars/0`), the real layer name in
+    /// the `name` attribute of `vars`. Variables become `<layer name>/<variable>` as in Keras 2.
+    static func readKeras3(_ file: HDF5File, path: String) throws -> SourceCheckpoint {
+        var tensors: [SourceTensor] = []
+        let datasets = try file.datasets(under: "/layers")
+        var groups: [String] = []
+        for dataset in datasets {
+            guard let range = dataset.range(of: "/vars/", options: .backwards) else { continue }
+            let group = String(dataset[..<range.lowerBound])
+            if !groups.contains(group) { groups.append(group) }
+        }
+        for group in groups {
+            let vars = group + "/vars"
+            guard let layer = try file.stringAttribute(vars, "name") else {
+                throw ImportError.malformed(path: path, offset: nil, reason: "'\(vars)' has no name attribute")
+            }
+            var count = 0
+            while file.exists("\(vars)/\(count)") { count += 1 }
+            let component = group.split(separator: "/").last.map(String.init) ?? group
+            let kind = String(component.reversed().drop { $0.isNumber }.reversed()).trimmingSuffix("_")
+            guard group.split(separator: "/").count == 2 else {
+                throw ImportError.unsupported(
+                    path: path,
+                    reason: "Keras 3 sub-layer '\(group)' (\(layer)): weights of layers kept in Python lists are not reliably saved by Keras 3; re-save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
+            }
+            guard let names = keras3Names(kind: kind, count: count) else {
+                throw ImportError.unsupported(path: path, reason: "Keras 3 layer '\(layer)' of kind '\(kind)' with \(count) variables is not understood")
+            }
+            for (index, variable) in names.enumerated() {
+                let dataset = "\(vars)/\(index)"
+                let info = try file.info(dataset)
+                guard case .float = info.kind, let count = Tensor.checkedElementCount(info.shape) else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "'\(dataset)' is not a float array")
+                }
+                let limit = info.storageSize.multipliedReportingOverflow(by: HDF5Codec.maxExpansion).partialValue + (1 << 20)
+                guard count <= limit / 4 else { throw ImportError.limitExceeded(path: path, what: "'\(dataset)'", limit: limit) }
+                let bytes = try file.read(dataset, as: .f32, maxBytes: count * 4)
+                tensors.append(SourceTensor(name: "\(layer)/\(variable)", dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0))
+            }
+        }
+        // Layer order: Keras 3 files are ordered by class path, so sort unnamed layers
+        // (dense, dense_1, ...) by their numeric suffix as Keras 2 files list them.
+        return SourceCheckpoint(tensors: tensors.sorted { layerOrder($0.name) < layerOrder($1.name) }, path: path, format: "keras3")
+    }
+
+    /// A sort key putting `dense_10` after `dense_9` and keeping other names in name order.
+    static func layerOrder(_ name: String) -> String {
+        let layer = name.prefix { $0 != "/" }
+        let digits = layer.reversed().prefix { $0.isNumber }
+        guard !digits.isEmpty, layer.dropLast(digits.count).hasSuffix("_") else { return name }
+        return String(layer.dropLast(digits.count)) + String(repeating: "0", count: max(0, 8 - digits.count)) + String(digits.reversed()) + name.dropFirst(layer.count)
+    }
+
     /// Reads the weights of every layer, in the file's layer order.
     public static func read(path: String) throws(ImportError) -> SourceCheckpoint {
         do {
@@ -19,9 +86,7 @@ public enum KerasH5Reader {
                 names = try file.stringArrayAttribute("/model_weights", "layer_names")
             }
             guard let layers = names else {
-                if file.exists("/layers") || file.exists("/_layer_checkpoint_dependencies") {
-                    throw ImportError.unsupported(path: path, reason: "Keras 3 .weights.h5 files are not read by this build yet; save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
-                }
+                if file.exists("/layers") { return try readKeras3(file, path: path) }
                 throw ImportError.malformed(path: path, offset: nil, reason: "no layer_names attribute: not a Keras HDF5 weights file")
             }
             var tensors: [SourceTensor] = []
@@ -52,7 +117,7 @@ public enum KerasH5Reader {
                     tensors.append(SourceTensor(name: name, dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0))
                 }
             }
-            return SourceCheckpoint(tensors: tensors, path: path)
+            return SourceCheckpoint(tensors: tensors, path: path, format: "keras2")
         } catch let error as ImportError {
             throw error
         } catch let error as HDF5Error {
@@ -61,4 +126,8 @@ public enum KerasH5Reader {
             throw .malformed(path: path, offset: nil, reason: "\(error)")
         }
     }
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
 }

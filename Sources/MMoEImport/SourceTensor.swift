@@ -91,11 +91,14 @@ public struct SourceCheckpoint: Sendable {
     public var tensors: [SourceTensor]
     /// Where the checkpoint came from.
     public let path: String
+    /// A finer format label where it matters (`keras2`, `keras3`), else empty.
+    public let format: String
 
     /// A checkpoint.
-    public init(tensors: [SourceTensor], path: String) {
+    public init(tensors: [SourceTensor], path: String, format: String = "") {
         self.tensors = tensors
         self.path = path
+        self.format = format
     }
 
     /// The tensor with this name.
