@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 target=${1:?target}
 seconds=${2:-600}
 mkdir -p .deps && ln -sfn ../.. .deps/swift-mmoe
-swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 bin=$(swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --show-bin-path)/mmoe-fuzz
 corpus=corpus/$target
 mkdir -p "$corpus" "crashes/$target"

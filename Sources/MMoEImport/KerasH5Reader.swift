@@ -75,8 +75,25 @@ public enum KerasH5Reader {
         return String(layer.dropLast(digits.count)) + String(repeating: "0", count: max(0, 8 - digits.count)) + String(digits.reversed()) + name.dropFirst(layer.count)
     }
 
-    /// Reads the weights of every layer, in the file's layer order.
+    /// Largest `model.weights.h5` expanded from a `.keras` archive.
+    public static let maxArchivedWeights = 4 << 30
+
+    /// Reads the weights of every layer, in the file's layer order. A `.keras` archive (zip) is
+    /// read through its `model.weights.h5` member; its `config.json` is never evaluated.
     public static func read(path: String) throws(ImportError) -> SourceCheckpoint {
+        if let zip = try? ZipArchive(path: path) {
+            guard let member = zip.entry("model.weights.h5") else {
+                throw .malformed(path: path, offset: nil, reason: "a .keras archive without model.weights.h5")
+            }
+            let temporary = NSTemporaryDirectory() + "mmoe-keras-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).weights.h5"
+            let bytes = try zip.data(member, limit: maxArchivedWeights)
+            guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes)) else {
+                throw .malformed(path: path, offset: nil, reason: "cannot write a temporary copy of model.weights.h5")
+            }
+            defer { try? FileManager.default.removeItem(atPath: temporary) }
+            let checkpoint = try read(path: temporary)
+            return SourceCheckpoint(tensors: checkpoint.tensors, path: path, format: checkpoint.format)
+        }
         do {
             let file = try HDF5File(path: path)
             var root = "/"

@@ -15,7 +15,7 @@ struct KerasParityTests {
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: fixturesPath + "/" + folder)) ?? []).filter { !$0.hasPrefix(".") }
             all += names.sorted().map { "\(folder)/\($0)/\(file)" }
         }
-        return all
+        return all + ["keras3/deepctr_mmoe/model.keras"]
     }()
 
     @Test("every DeepCTR model family is present")
