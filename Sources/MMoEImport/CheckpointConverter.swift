@@ -204,10 +204,13 @@ enum CheckpointConverter {
         case "deepctr", "deepctr-tf", "deepctr_tf":
             var importer = DeepCTRImporter(conversion: conversion, path: path)
             spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
+        case "keras-mmoe", "keras_mmoe":
+            var importer = KerasMMoEImporter(conversion: conversion, path: path)
+            spec = try importer.build(keys: &keys, builder: &builder, notes: &notes)
         case "native", "plain", "pytorch", "torch":
             spec = try NativeMappingImporter.build(conversion: conversion, keys: &keys, builder: &builder, notes: &notes, path: path)
         default:
-            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, native)")
+            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, keras-mmoe, native)")
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
         do throws(ModelError) {

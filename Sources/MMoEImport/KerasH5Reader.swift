@@ -47,9 +47,8 @@ public enum KerasH5Reader {
                     path: path,
                     reason: "Keras 3 sub-layer '\(group)' (\(layer)): weights of layers kept in Python lists are not reliably saved by Keras 3; re-save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
             }
-            guard let names = keras3Names(kind: kind, count: count) else {
-                throw ImportError.unsupported(path: path, reason: "Keras 3 layer '\(layer)' of kind '\(kind)' with \(count) variables is not understood")
-            }
+            // Custom layers (keras-mmoe's MMoE, ...) keep their variables by position: var0, var1, ...
+            let names = keras3Names(kind: kind, count: count) ?? (0..<count).map { "var\($0)" }
             for (index, variable) in names.enumerated() {
                 let dataset = "\(vars)/\(index)"
                 let info = try file.info(dataset)

@@ -20,10 +20,10 @@ struct KerasParityTests {
 
     @Test("every DeepCTR model family is present")
     func present() {
-        for expected in ["deepctr_mmoe", "deepctr_mmoe_bn_prelu", "deepctr_mmoe_dice", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom"] {
+        for expected in ["deepctr_mmoe", "deepctr_mmoe_bn_prelu", "deepctr_mmoe_dice", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom", "keras_mmoe_census"] {
             #expect(KerasParityTests.fixtures.contains("keras/\(expected)/model.h5"), "Keras 2 fixture \(expected)")
         }
-        for expected in ["deepctr_mmoe", "deepctr_ple", "deepctr_esmm"] {
+        for expected in ["deepctr_mmoe", "deepctr_ple", "deepctr_esmm", "keras_mmoe_census"] {
             #expect(KerasParityTests.fixtures.contains("keras3/\(expected)/model.weights.h5"), "Keras 3 fixture \(expected)")
         }
     }
