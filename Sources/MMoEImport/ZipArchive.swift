@@ -71,7 +71,7 @@ public struct ZipArchive: Sendable {
         // ZIP64 end of central directory locator, just before the EOCD.
         if eocd >= 20, u32(eocd - 20) == 0x0706_4B50 {
             let recordOffset = u64(eocd - 12)
-            guard recordOffset <= UInt64(count - 56) else { throw malformed(eocd - 20, "ZIP64 locator points outside the file") }
+            guard count >= 56, recordOffset <= UInt64(count - 56) else { throw malformed(eocd - 20, "ZIP64 locator points outside the file") }
             let record = Int(recordOffset)
             guard u32(record) == 0x0606_4B50 else { throw malformed(record, "bad ZIP64 end-of-central-directory signature") }
             let entries64 = u64(record + 32)
