@@ -131,27 +131,13 @@ public enum NumpyFormat {
 
     /// Fortran (column-major) bytes to C order.
     static func reorderFortran(_ data: [UInt8], shape: [Int], itemSize: Int) -> [UInt8] {
-        let count = shape.reduce(1, *)
-        var output = [UInt8](repeating: 0, count: data.count)
-        var index = [Int](repeating: 0, count: shape.count)
-        for c in 0..<count {
-            // c enumerates C order; compute the Fortran offset of the same index.
-            var fortranOffset = 0
-            var stride = 1
-            for axis in 0..<shape.count {
-                fortranOffset += index[axis] * stride
-                stride *= shape[axis]
-            }
-            for b in 0..<itemSize { output[c * itemSize + b] = data[fortranOffset * itemSize + b] }
-            var axis = shape.count - 1
-            while axis >= 0 {
-                index[axis] += 1
-                if index[axis] < shape[axis] { break }
-                index[axis] = 0
-                axis -= 1
-            }
+        var strides: [Int] = []
+        var stride = 1
+        for dimension in shape {
+            strides.append(stride)
+            stride *= dimension
         }
-        return output
+        return data.withUnsafeBytes { copyStrided($0, shape: shape, strides: strides, offset: 0, itemSize: itemSize) }
     }
 
     /// The `.npy` v1.0 image of an array (header padded to 64 bytes).

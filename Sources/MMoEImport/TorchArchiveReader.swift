@@ -104,22 +104,7 @@ public enum TorchArchiveReader {
 
     /// Copies a strided view into row-major order (indices already checked in range).
     static func gather(name: String, dtype: SourceDType, shape: [Int], strides: [Int], offset: Int, from storage: ByteStorage) -> SourceTensor {
-        let count = shape.reduce(1, *)
-        let size = dtype.size
-        var output = [UInt8](repeating: 0, count: count * size)
-        var index = [Int](repeating: 0, count: shape.count)
-        for element in 0..<count {
-            var source = offset
-            for axis in 0..<shape.count { source += index[axis] * strides[axis] }
-            for b in 0..<size { output[element * size + b] = storage.bytes[source * size + b] }
-            var axis = shape.count - 1
-            while axis >= 0 {
-                index[axis] += 1
-                if index[axis] < shape[axis] { break }
-                index[axis] = 0
-                axis -= 1
-            }
-        }
+        let output = copyStrided(storage.bytes, shape: shape, strides: strides, offset: offset, itemSize: dtype.size)
         return SourceTensor(name: name, dtype: dtype, shape: shape, storage: ByteStorage(copying: output), byteOffset: 0)
     }
 }
