@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harness and fuzzes one parser for a while.
 #   bash FuzzTesting/run.sh TARGET [SECONDS]
-# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec
+# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras
 # Seeds come from fixtures/ (copied into FuzzTesting/corpus/TARGET); crashes are written to
 # FuzzTesting/crashes/TARGET; copy fixed ones to fixtures/fuzz-regressions/TARGET/ so that
 # the normal test suite replays them.
@@ -24,6 +24,8 @@ case $target in
     npy) python3 -c "import numpy as np; np.save('$corpus/a.npy', np.arange(6, dtype=np.float32).reshape(2,3)); np.save('$corpus/b.npy', np.arange(4))" ;;
     csv) printf 'd,s,q\n1 2,3,1 2 3\n0.5 -1,9,4\n' > "$corpus/seed.csv" ;;
     conversion-spec) seed ../fixtures/torch/plain_*/conversion.json ;;
+    tf-index) seed ../fixtures/keras/*/tf_checkpoint/model.index ;;
+    keras) seed ../fixtures/keras/*/model.h5 ../fixtures/keras3/*/model.weights.h5 ;;
     model-spec) python3 -c "import json; print(json.dumps(json.load(open('../fixtures/torch/plain_mmoe/conversion.json'))['spec']))" > "$corpus/spec.json" ;;
 esac
 export MMOE_FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no

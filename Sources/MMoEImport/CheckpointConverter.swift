@@ -159,6 +159,8 @@ enum CheckpointConverter {
             return try SafetensorsReader.read(path: path)
         case .keras:
             return try KerasH5Reader.read(path: path)
+        case .tfCheckpoint:
+            return try TFCheckpointReader.read(path: path)
         case .npz:
             var tensors: [SourceTensor] = []
             let arrays = try NumpyArchive.read(path: path)

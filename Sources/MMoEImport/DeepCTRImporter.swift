@@ -49,6 +49,11 @@ struct DeepCTRImporter {
         let prelus = DeepCTRImporter.sublayers(layer, kind: "p_re_lu", keys: keys)
         let dices = DeepCTRImporter.sublayers(layer, kind: "dice", keys: keys)
         guard norms.isEmpty || norms.count == count else { throw .mismatch(path: path, reason: "\(layer): \(norms.count) batch norms for \(count) layers") }
+        if count > 0, norms.isEmpty, try conversion.args.bool("dnn_use_bn") == true {
+            throw .mismatch(
+                path: path,
+                reason: "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (Keras 3 drops the weights DeepCTR keeps in Python lists; re-save with tf-keras)")
+        }
         var parts: [LayerPart] = []
         for i in 0..<count {
             let weight = try transposed("\(layer)/kernel\(i)", keys: &keys)

@@ -9,7 +9,7 @@ import MMoERuntime
 /// acceptable: hostile bytes must end in a typed error.
 public enum ParserHarness {
     /// The parsers that can be exercised.
-    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec"]
+    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras"]
 
     /// A small model whose spec the CSV target reads inputs for.
     static let csvSpec = ModelSpec(
@@ -52,6 +52,13 @@ public enum ParserHarness {
             return (try? PredictionFiles.readCSV(file(".csv"), spec: csvSpec)) != nil
         case "conversion-spec":
             return (try? ModelImporter.load(path: weights, conversionSpecPath: file(".json"))) != nil
+        case "tf-index":
+            // The index alone, beside an empty data file: footer, blocks, entries, protos.
+            let index = file(".index")
+            _ = FileManager.default.createFile(atPath: scratch + ".data-00000-of-00001", contents: Data())
+            return (try? TFCheckpointReader.read(path: index)) != nil
+        case "keras":
+            return (try? KerasH5Reader.read(path: file(".h5"))) != nil
         case "model-spec":
             return (try? ModelSpec.decode(json: Array(bytes))) != nil
         default:

@@ -45,7 +45,7 @@ public enum SourceFormat: String, Sendable, CaseIterable, CustomStringConvertibl
             let length = head[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             if length >= 2, length <= UInt64(bytes.count - 8) { return .safetensors }
         }
-        if path.hasSuffix(".index") { return .tfCheckpoint }
+        if bytes.count >= 48, Array(bytes.suffix(8)) == [0x57, 0xFB, 0x80, 0x8B, 0x24, 0x75, 0x47, 0xDB] { return .tfCheckpoint }
         if path.hasSuffix(".onnx") { return .onnx }
         if head.starts(with: [0x80]) {
             throw .unsupported(path: path, reason: "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')")

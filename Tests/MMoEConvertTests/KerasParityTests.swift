@@ -79,3 +79,69 @@ struct KerasParityTests {
         }
     }
 }
+
+@Suite("TensorFlow checkpoints")
+struct TFCheckpointTests {
+    static let fixtures = ["deepctr_mmoe_bn_prelu", "deepctr_ple"]
+
+    @Test("a TF2 object-based checkpoint reproduces DeepCTR's outputs", arguments: fixtures)
+    func parity(fixture: String) throws {
+        let folder = fixturesPath + "/keras/" + fixture
+        let index = folder + "/tf_checkpoint/model.index"
+        #expect(try SourceFormat.detect(path: index) == .tfCheckpoint)
+        let result = try ModelImporter.load(path: index, conversionSpecPath: folder + "/conversion.json")
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        for (name, want) in try PredictionFiles.readExpected(folder + "/outputs.npz") {
+            let got = try #require(prediction[name])
+            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture) \(name)[\(i)]") }
+        }
+    }
+
+    func damaged(_ change: (inout [UInt8]) -> Void) throws -> String {
+        let source = fixturesPath + "/keras/deepctr_ple/tf_checkpoint/"
+        let folder = try TemporaryFolder()
+        var index = try Array(Data(contentsOf: URL(fileURLWithPath: source + "model.index")))
+        change(&index)
+        try Data(index).write(to: URL(fileURLWithPath: folder.file("model.index")))
+        try FileManager.default.copyItem(atPath: source + "model.data-00000-of-00001", toPath: folder.file("model.data-00000-of-00001"))
+        return folder.file("model.index")
+    }
+
+    @Test("damaged index files: bad block checksum, truncated footer, bad magic")
+    func damagedIndex() throws {
+        let flipped = try damaged { $0[10] ^= 0x40 }
+        #expect { _ = try TFCheckpointReader.read(path: flipped) } throws: { error in
+            if case ImportError.malformed(_, _, let reason) = error { return reason.contains("checksum") }
+            return false
+        }
+        let truncated = try damaged { $0.removeLast(20) }
+        #expect(throws: ImportError.self) { _ = try TFCheckpointReader.read(path: truncated) }
+        let magic = try damaged { $0[$0.count - 1] ^= 0xFF }
+        #expect(throws: ImportError.self) { _ = try TFCheckpointReader.read(path: magic) }
+        for cut in stride(from: 0, to: 8249, by: 97) {
+            let cutFile = try damaged { $0 = Array($0.prefix(cut)) }
+            #expect(throws: ImportError.self, "cut \(cut)") { _ = try TFCheckpointReader.read(path: cutFile) }
+        }
+    }
+
+    @Test("a checkpoint lacking weights the spec needs is refused, naming them")
+    func missingWeights() throws {
+        // The PLE fixture has no batch norms; a spec that says dnn_use_bn must not silently drop them.
+        let folder = fixturesPath + "/keras/deepctr_ple"
+        var conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any] ?? [:]
+        var args = conversion["args"] as? [String: Any] ?? [:]
+        args["dnn_use_bn"] = true
+        conversion["args"] = args
+        let temporary = try TemporaryFolder()
+        defer { temporary.remove() }
+        let spec = temporary.file("bn.json")
+        try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: spec))
+        #expect {
+            _ = try ModelImporter.load(path: folder + "/tf_checkpoint/model.index", conversionSpecPath: spec)
+        } throws: { error in
+            guard case ImportError.mismatch(_, let reason) = error else { return false }
+            return reason.contains("BatchNormalization") && reason.contains("level_0_task_ctr_expert_specific_0")
+        }
+    }
+}
