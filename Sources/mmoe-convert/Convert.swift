@@ -11,14 +11,17 @@ struct Convert: ParsableCommand {
         abstract: "Convert a checkpoint or model file to .mmoe or HDF5.",
         discussion: """
             The input format is detected from the file's bytes: torch.save archives (.pt/.pth),
-            safetensors, .npz, swift-mmoe .mmoe and HDF5. Checkpoints hold weights only: describe
-            the model with --spec (a conversion spec, see Docs/CONVERTING.md). The converter says
+            safetensors, .npz, Keras HDF5 weights (.h5, .weights.h5) and .keras archives, TF2
+            checkpoints (the .index file), swift-mmoe .mmoe and HDF5. Checkpoints hold weights
+            only: describe the model with --spec (a conversion spec, see Docs/CONVERTING.md);
+            without one, torch-rechub and DeepCTR-Torch checkpoints are inferred. The converter says
             what it inferred from the checkpoint, what defaults it assumed and what it ignored.
             The output is written atomically (temporary file, fsync, rename).
 
             Examples:
               mmoe-convert convert mmoe.pt --spec conversion.json -o mmoe.mmoe
               mmoe-convert convert mmoe.safetensors --spec conversion.json -o mmoe.h5
+              mmoe-convert convert deepctr.h5 --spec conversion.json -o deepctr.mmoe
               mmoe-convert convert mmoe.mmoe -o small.mmoe --dtype bf16 --quantize-embeddings int8
             """)
 
