@@ -145,3 +145,31 @@ struct TFCheckpointTests {
         }
     }
 }
+
+@Suite("Damaged Keras files")
+struct DamagedKerasTests {
+    static let files: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: fixturesPath + "/damaged/keras")) ?? []).filter { $0.hasSuffix(".h5") }.sorted()
+    let conversion = fixturesPath + "/keras/deepctr_mmoe/conversion.json"
+
+    @Test("each damaged Keras file is a typed error", arguments: files)
+    func damaged(file: String) {
+        #expect(throws: ImportError.self) {
+            _ = try ModelImporter.load(path: fixturesPath + "/damaged/keras/" + file, format: .keras, conversionSpecPath: conversion)
+        }
+    }
+
+    @Test("the damaged corpus is there")
+    func present() { #expect(DamagedKerasTests.files.count >= 7) }
+
+    @Test("fixed-length names that fill their size (no terminator) read correctly")
+    func fixedStrings() throws {
+        let result = try ModelImporter.load(path: fixturesPath + "/damaged/keras_fixed_strings.h5", conversionSpecPath: conversion)
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let folder = fixturesPath + "/keras/deepctr_mmoe"
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        for (name, want) in try PredictionFiles.readExpected(folder + "/outputs.npz") {
+            let got = try #require(prediction[name])
+            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i])) }
+        }
+    }
+}
