@@ -129,18 +129,24 @@ public final class HDF5File: @unchecked Sendable {
         }
     }
 
+    /// An attribute with its type and dataspace, or nil when absent. Call under the library lock.
+    private func openAttribute(_ object: String, _ name: String) throws(HDF5Error) -> (HDF5Handle, HDF5Handle, HDF5Handle)? {
+        let exists = H5Aexists_by_name(handle.id, object, name, mmoe_h5p_default())
+        guard exists > 0 else {
+            if exists < 0 { throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText()) }
+            return nil
+        }
+        let a = HDF5Handle.attribute(
+            try HDF5Library.check(H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)", object))
+        let type = HDF5Handle.type(try HDF5Library.check(H5Aget_type(a.id), path: path, "get attribute type", object))
+        let space = HDF5Handle.space(try HDF5Library.check(H5Aget_space(a.id), path: path, "get attribute space", object))
+        return (a, type, space)
+    }
+
     /// A string attribute of an object (nil when absent); fixed or variable length, scalar.
     public func stringAttribute(_ object: String, _ name: String) throws(HDF5Error) -> String? {
         try HDF5Library.locked { () throws(HDF5Error) -> String? in
-            let exists = H5Aexists_by_name(handle.id, object, name, mmoe_h5p_default())
-            guard exists > 0 else {
-                if exists < 0 { throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText()) }
-                return nil
-            }
-            let a = HDF5Handle.attribute(
-                try HDF5Library.check(H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)", object))
-            let type = HDF5Handle.type(try HDF5Library.check(H5Aget_type(a.id), path: path, "get attribute type", object))
-            let space = HDF5Handle.space(try HDF5Library.check(H5Aget_space(a.id), path: path, "get attribute space", object))
+            guard let (a, type, space) = try openAttribute(object, name) else { return nil }
             guard H5Sget_simple_extent_npoints(space.id) == 1 else {
                 throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' is not a single value")
             }
@@ -155,15 +161,7 @@ public final class HDF5File: @unchecked Sendable {
     /// Keras stores `layer_names` and `weight_names` this way.
     public func stringArrayAttribute(_ object: String, _ name: String) throws(HDF5Error) -> [String]? {
         try HDF5Library.locked { () throws(HDF5Error) -> [String]? in
-            let exists = H5Aexists_by_name(handle.id, object, name, mmoe_h5p_default())
-            guard exists > 0 else {
-                if exists < 0 { throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText()) }
-                return nil
-            }
-            let a = HDF5Handle.attribute(
-                try HDF5Library.check(H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)", object))
-            let type = HDF5Handle.type(try HDF5Library.check(H5Aget_type(a.id), path: path, "get attribute type", object))
-            let space = HDF5Handle.space(try HDF5Library.check(H5Aget_space(a.id), path: path, "get attribute space", object))
+            guard let (a, type, space) = try openAttribute(object, name) else { return nil }
             let count = Int(H5Sget_simple_extent_npoints(space.id))
             // Keras writes an empty float64 array for layers without weights.
             if count == 0 { return [] }

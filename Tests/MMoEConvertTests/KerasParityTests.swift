@@ -79,14 +79,9 @@ struct KerasParityTests {
     @Test("a Keras 3 file cannot hold DeepCTR's list-held layers: refused with a precise message")
     func keras3MissingWeights() throws {
         let folder = fixturesPath + "/keras3/deepctr_mmoe"
-        var conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any] ?? [:]
-        var args = conversion["args"] as? [String: Any] ?? [:]
-        args["dnn_use_bn"] = true
-        conversion["args"] = args
         let temporary = try TemporaryFolder()
         defer { temporary.remove() }
-        let spec = temporary.file("bn.json")
-        try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: spec))
+        let spec = try conversionSpec(folder + "/conversion.json", settingArgs: ["dnn_use_bn": true], in: temporary)
         #expect {
             _ = try ModelImporter.load(path: folder + "/model.weights.h5", conversionSpecPath: spec)
         } throws: { error in
@@ -129,14 +124,9 @@ struct TFCheckpointTests {
     func missingWeights() throws {
         // The PLE fixture has no batch norms; a spec that says dnn_use_bn must not silently drop them.
         let folder = fixturesPath + "/keras/deepctr_ple"
-        var conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any] ?? [:]
-        var args = conversion["args"] as? [String: Any] ?? [:]
-        args["dnn_use_bn"] = true
-        conversion["args"] = args
         let temporary = try TemporaryFolder()
         defer { temporary.remove() }
-        let spec = temporary.file("bn.json")
-        try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: spec))
+        let spec = try conversionSpec(folder + "/conversion.json", settingArgs: ["dnn_use_bn": true], in: temporary)
         #expect {
             _ = try ModelImporter.load(path: folder + "/tf_checkpoint/model.index", conversionSpecPath: spec)
         } throws: { error in
@@ -172,4 +162,15 @@ struct DamagedKerasTests {
             for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i])) }
         }
     }
+}
+
+/// A copy of a conversion spec with some `args` replaced, written into `folder`.
+func conversionSpec(_ path: String, settingArgs changes: [String: Any], in folder: TemporaryFolder) throws -> String {
+    var conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any] ?? [:]
+    var args = conversion["args"] as? [String: Any] ?? [:]
+    for (key, value) in changes { args[key] = value }
+    conversion["args"] = args
+    let target = folder.file("conversion-\(UUID().uuidString).json")
+    try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: target))
+    return target
 }
