@@ -37,7 +37,7 @@ let package = Package(
         // MARK: Layers (dependencies point downwards only)
         .target(name: "MMoECore", swiftSettings: strict),
         .target(name: "MMoERuntime", dependencies: ["MMoECore", "CBLAS", "CMMoEKernels"], swiftSettings: strict),
-        .target(name: "MMoEFormat", dependencies: ["MMoECore", "MMoERuntime"], swiftSettings: strict),
+        .target(name: "MMoEFormat", dependencies: ["MMoECore", "MMoERuntime", "CMMoEKernels"], swiftSettings: strict),
         .target(name: "MMoEHDF5", dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat", "CHDF5"], swiftSettings: strict),
         .target(
             name: "MMoEImport",

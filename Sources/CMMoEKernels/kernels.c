@@ -213,3 +213,40 @@ void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float 
                       const float *bias, const unsigned char *relu, float *c, int ldc) {
     mmoe_gemm_packed_panels(m, n, k, a, lda, packed, bias, relu, c, ldc, 0, (n + NR - 1) / NR);
 }
+
+/* ---- CRC-32C ------------------------------------------------------------------------------ */
+
+/* Bitwise fallback (the table-driven Swift CRC32C in MMoECore is the fast portable one). */
+static unsigned int crc32c_portable(unsigned int crc, const unsigned char *p, size_t n) {
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2")))
+static unsigned int crc32c_hardware(unsigned int crc, const unsigned char *p, size_t n) {
+    unsigned long long c = crc;
+    while (n >= 8) {
+        unsigned long long word;
+        memcpy(&word, p, 8);
+        c = _mm_crc32_u64(c, word);
+        p += 8;
+        n -= 8;
+    }
+    unsigned int c32 = (unsigned int)c;
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    return c32;
+}
+
+unsigned int mmoe_crc32c_update(unsigned int state, const void *bytes, size_t count) {
+    return __builtin_cpu_supports("sse4.2") ? crc32c_hardware(state, (const unsigned char *)bytes, count)
+                    : crc32c_portable(state, (const unsigned char *)bytes, count);
+}
+#else
+unsigned int mmoe_crc32c_update(unsigned int state, const void *bytes, size_t count) {
+    return crc32c_portable(state, (const unsigned char *)bytes, count);
+}
+#endif

@@ -179,7 +179,7 @@ public struct ModelFile: Sendable {
     /// Recomputes every tensor's CRC-32C; throws at the first mismatch.
     public func verifyChecksums() throws(FormatError) {
         for entry in entries {
-            let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: storage.bytes[entry.offset..<(entry.offset + entry.length)]))
+            let computed = FastCRC32C.checksum(UnsafeRawBufferPointer(rebasing: storage.bytes[entry.offset..<(entry.offset + entry.length)]))
             guard computed == entry.checksum else {
                 throw .tensorChecksumMismatch(path: path, tensor: entry.name, stored: entry.checksum, computed: computed)
             }
@@ -223,7 +223,7 @@ public enum ModelFileWriter {
             for dimension in tensor.shape { table.integer(UInt64(dimension)) }
             table.integer(UInt64(offset))
             table.integer(UInt64(tensor.byteCount))
-            table.integer(CRC32C.checksum(tensor.rawBytes))
+            table.integer(FastCRC32C.checksum(tensor.rawBytes))
             offset += tensor.byteCount
         }
         var preamble = ByteWriter()

@@ -211,7 +211,7 @@ public enum TFCheckpointReader {
                 count * dtype.size == item.size
             else { throw .malformed(path: indexPath, offset: nil, reason: "tensor '\(name)' holds \(item.size) bytes, shape \(item.shape) needs a different size") }
             let bytes = UnsafeRawBufferPointer(rebasing: data.bytes[item.offset..<(item.offset + item.size)])
-            guard masked(CRC32C.checksum(bytes)) == item.crc else {
+            guard masked(FastCRC32C.checksum(bytes)) == item.crc else {
                 throw .malformed(path: prefix + ".data-00000-of-00001", offset: item.offset, reason: "tensor '\(name)' fails its CRC-32C check")
             }
             tensors.append(SourceTensor(name: name, dtype: dtype, shape: item.shape, storage: data, byteOffset: item.offset))

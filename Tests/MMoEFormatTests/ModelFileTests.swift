@@ -99,3 +99,17 @@ struct ModelFileTests {
         #expect(throws: FormatError.self) { _ = try ModelFile(path: folder.path) }
     }
 }
+
+@Suite("Checksums")
+struct ChecksumTests {
+    @Test("the hardware CRC-32C equals the portable one")
+    func sameValues() {
+        var random = TestRandom(seed: 5)
+        for length in [0, 1, 7, 8, 9, 63, 64, 1000, 65_537] {
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            let fast = bytes.withUnsafeBytes { FastCRC32C.checksum($0) }
+            #expect(fast == CRC32C.checksum(bytes), "length \(length)")
+        }
+        #expect(Array("123456789".utf8).withUnsafeBytes { FastCRC32C.checksum($0) } == 0xE306_9283)
+    }
+}

@@ -28,4 +28,9 @@ void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float 
 /// columns over threads).
 void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
                              const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
+
+/// Continues a CRC-32C (Castagnoli) over `count` bytes. `state` is the running register (start
+/// with 0xFFFFFFFF, finish by XOR with 0xFFFFFFFF). Uses the SSE4.2 crc32 instruction when the
+/// CPU has it, a table otherwise.
+unsigned int mmoe_crc32c_update(unsigned int state, const void *bytes, size_t count);
 #endif
