@@ -175,8 +175,9 @@ public final class HDF5File: @unchecked Sendable {
                 try HDF5Library.check(H5Tset_size(memoryType.id, mmoe_h5t_variable()), path: path, "set type size")
                 try HDF5Library.check(H5Tset_cset(memoryType.id, H5Tget_cset(type.id)), path: path, "set charset")
                 var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
-                try HDF5Library.check(pointers.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
+                // Reclaim whatever HDF5 allocated, also when the read fails half-way.
                 defer { pointers.withUnsafeMutableBytes { _ = H5Dvlen_reclaim(memoryType.id, space.id, mmoe_h5p_default(), $0.baseAddress) } }
+                try HDF5Library.check(pointers.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
                 return pointers.map { pointer in
                     guard let pointer else { return "" }
                     return String(decoding: UnsafeRawBufferPointer(start: pointer, count: strnlen(pointer, 1 << 16)), as: UTF8.self)
@@ -219,8 +220,9 @@ public final class HDF5File: @unchecked Sendable {
             try HDF5Library.check(H5Tset_size(memoryType.id, mmoe_h5t_variable()), path: path, "set type size")
             try HDF5Library.check(H5Tset_cset(memoryType.id, H5Tget_cset(type)), path: path, "set charset")
             var pointer: UnsafeMutablePointer<CChar>? = nil
-            try HDF5Library.check(withUnsafeMutablePointer(to: &pointer) { read(memoryType.id, UnsafeMutableRawPointer($0)) }, path: path, "read string", object)
+            // Reclaim whatever HDF5 allocated, also when the read fails half-way.
             defer { withUnsafeMutablePointer(to: &pointer) { _ = H5Dvlen_reclaim(memoryType.id, space, mmoe_h5p_default(), $0) } }
+            try HDF5Library.check(withUnsafeMutablePointer(to: &pointer) { read(memoryType.id, UnsafeMutableRawPointer($0)) }, path: path, "read string", object)
             guard let pointer else { return "" }
             let length = strnlen(pointer, HDF5File.maxStringBytes + 1)
             guard length <= HDF5File.maxStringBytes else {
