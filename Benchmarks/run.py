@@ -109,6 +109,8 @@ def main():
                     results.setdefault(("pytorch", threads, batch), []).append(timed(lambda: torch_model(*tensors[batch]), args.seconds))
         print(f"round {round_ + 1} done", file=sys.stderr)
     median = {key: float(np.median(values)) for key, values in results.items()}
+    for key, values in sorted(results.items()):
+        print(f"raw {key}: " + ", ".join(f"{v * 1e3:.2f} ms" for v in values), file=sys.stderr)
 
     # Load: our open-to-first-prediction against ORT session creation.
     open_s = json.loads(sh(TOOL, "bench", model, "--opens", "20", "--batch", "1", "--seconds", "0.05", "--json").splitlines()[0])["open_median_s"]
