@@ -10,14 +10,21 @@ enum PackedKernel {
         return mmoe_kernels_available() != 0
     }()
 
-    /// Packs a linear's `[out, in]` weight into the kernel's 16-output panels.
-    static func pack(weight: [Float], outputs: Int, inputs: Int) -> [Float] {
-        let size = mmoe_packed_size(Int32(inputs), Int32(outputs))
-        return [Float](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
-            weight.withUnsafeBufferPointer { source in
-                if let s = source.baseAddress, let d = buffer.baseAddress { mmoe_pack_bt(s, Int32(inputs), Int32(outputs), d) }
+    /// Packs linear weights `[out, in]` that together form the `outputs` columns of one
+    /// multiply (each piece starting at a multiple of 16) into the kernel's 16-column panels,
+    /// straight into the final buffer.
+    static func pack(pieces: [(column: Int, outputs: Int, weight: [Float])], outputs: Int, inputs: Int) -> [Float] {
+        let size = max(mmoe_packed_size(Int32(inputs), Int32(outputs)), 1)
+        var packed = [Float](repeating: 0, count: size)
+        packed.withUnsafeMutableBufferPointer { destination in
+            guard let d = destination.baseAddress else { return }
+            for piece in pieces {
+                piece.weight.withUnsafeBufferPointer { source in
+                    // Panels of 16 columns, each `inputs` rows deep: the piece's first panel.
+                    if let s = source.baseAddress { mmoe_pack_bt(s, Int32(inputs), Int32(piece.outputs), d + piece.column * inputs) }
+                }
             }
-            count = max(size, 1)
         }
+        return packed
     }
 }

@@ -105,9 +105,22 @@ struct PlanCompiler {
     /// each get their epilogue. On the packed path a leading bias and a following ReLU are
     /// fused into the multiply; segments start at multiples of 16 columns, so ReLU is decided
     /// per 16-column panel without touching a neighbour.
-    mutating func appendDense(input: View, weight: [Float], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]) {
+    mutating func appendDense(
+        input: View, pieces: [(column: Int, outputs: Int, weight: [Float])], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]
+    ) {
         guard packedKernel else {
-            steps.append(.gemm(GemmStep(input: input, output: output, weight: weight, packed: [], bias: [], relu: [])))
+            // BLAS wants one [total, in] matrix: each piece's rows at its column offset.
+            var stacked = [Float](repeating: 0, count: input.width * output.width)
+            let inWidth = input.width
+            for piece in pieces {
+                stacked.withUnsafeMutableBufferPointer { destination in
+                    piece.weight.withUnsafeBufferPointer { source in
+                        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
+                        (d + piece.column * inWidth).update(from: s, count: piece.outputs * inWidth)
+                    }
+                }
+            }
+            steps.append(.gemm(GemmStep(input: input, output: output, weight: stacked, packed: [], bias: [], relu: [])))
             for segment in segments where !segment.ops.isEmpty {
                 steps.append(.pointwise(View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), segment.ops))
             }
@@ -130,7 +143,7 @@ struct PlanCompiler {
             }
             if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
         }
-        let packed = PackedKernel.pack(weight: weight, outputs: output.width, inputs: input.width)
+        let packed = PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
         steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu)))
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
@@ -287,23 +300,16 @@ struct PlanCompiler {
                 total += (compiled[member].layers[0].outWidth + 15) / 16 * 16
             }
             let output = allocate(width: total)
-            // Stacked [total, in] weight: each member's rows at its column offset, zero rows between.
-            var stacked = [Float](repeating: 0, count: input.width * total)
+            var pieces: [(column: Int, outputs: Int, weight: [Float])] = []
             var segments: [(column: Int, width: Int, ops: [PointwiseOp])] = []
             for (index, member) in members.enumerated() {
                 let layer = compiled[member].layers[0]
                 let column = columns[index]
-                let inWidth = input.width
-                stacked.withUnsafeMutableBufferPointer { destination in
-                    layer.weight.withUnsafeBufferPointer { source in
-                        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
-                        (d + column * inWidth).update(from: s, count: layer.outWidth * inWidth)
-                    }
-                }
+                pieces.append((column, layer.outWidth, layer.weight))
                 segments.append((column, layer.outWidth, layer.ops))
                 started[member] = (View(buffer: output.buffer, column: column, width: layer.outWidth), 1)
             }
-            appendDense(input: input, weight: stacked, output: output, segments: segments)
+            appendDense(input: input, pieces: pieces, output: output, segments: segments)
         }
         for index in compiled.indices {
             let mlp = compiled[index]
@@ -324,7 +330,7 @@ struct PlanCompiler {
             while next < mlp.layers.count {
                 let layer = mlp.layers[next]
                 let output = allocate(width: layer.outWidth)
-                appendDense(input: current, weight: layer.weight, output: output, segments: [(0, layer.outWidth, layer.ops)])
+                appendDense(input: current, pieces: [(0, layer.outWidth, layer.weight)], output: output, segments: [(0, layer.outWidth, layer.ops)])
                 current = output
                 next += 1
             }
