@@ -55,12 +55,19 @@ struct CheckpointKeys {
     func finish(notes: inout [ImportNote], model: String) throws(ImportError) {
         var counters = 0
         var lossWeights: [String] = []
+        var constants = 0
         for name in order where !used.contains(name) {
             if name.hasSuffix("num_batches_tracked") { counters += 1; continue }
+            // Exporter-made constants of an ONNX graph (epsilons, shapes), not parameters.
+            if format == "onnx", name.hasPrefix("val_") || name.hasPrefix("onnx::") || name.hasPrefix("_val_") || !name.contains(".") {
+                constants += 1
+                continue
+            }
             if name.hasPrefix("loss weight") || name.hasPrefix("loss_weight") { lossWeights.append(name); continue }
             throw .mismatch(path: path, reason: "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)")
         }
         if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) BatchNorm num_batches_tracked counters")) }
+        if constants > 0 { notes.append(ImportNote(.ignored, "\(constants) constants the ONNX exporter stored as initializers")) }
         if !lossWeights.isEmpty { notes.append(ImportNote(.ignored, "trainer loss weights: \(lossWeights.joined(separator: ", "))")) }
     }
 }
@@ -161,6 +168,8 @@ enum CheckpointConverter {
             return try KerasH5Reader.read(path: path)
         case .tfCheckpoint:
             return try TFCheckpointReader.read(path: path)
+        case .onnx:
+            return try OnnxReader.read(path: path)
         case .npz:
             var tensors: [SourceTensor] = []
             let arrays = try NumpyArchive.read(path: path)

@@ -141,12 +141,15 @@ struct DeepCTRTorchImporter {
                     parts.append(try final("specific_gate_dnn_final_layer.\(l).\(t).weight", keys: &keys))
                     gates.append(try builder.mlp("levels.\(l).specific_gates.\(t)", parts))
                 }
-                var sharedParts = try dnn("shared_gate_dnn.\(l)", activation: activation, dims: gateDims, keys: &keys)
-                sharedParts.append(try final("shared_gate_dnn_final_layer.\(l).weight", keys: &keys))
                 var sharedGate: MLP? = nil
                 if l < levels - 1 {
+                    var sharedParts = try dnn("shared_gate_dnn.\(l)", activation: activation, dims: gateDims, keys: &keys)
+                    sharedParts.append(try final("shared_gate_dnn_final_layer.\(l).weight", keys: &keys))
                     sharedGate = try builder.mlp("levels.\(l).shared_gate", sharedParts)
-                } else {
+                } else if keys.has("shared_gate_dnn_final_layer.\(l).weight") {
+                    // Computed by DeepCTR-Torch, never used (ONNX exporters drop it altogether).
+                    _ = try dnn("shared_gate_dnn.\(l)", activation: activation, keys: &keys)
+                    _ = try final("shared_gate_dnn_final_layer.\(l).weight", keys: &keys)
                     notes.append(ImportNote(.ignored, "the last level's shared gate (computed by DeepCTR-Torch, never used)"))
                 }
                 pleLevels.append(PLELevel(specificExperts: specificExperts, sharedExperts: sharedExperts, specificGates: gates, sharedGate: sharedGate))
