@@ -309,6 +309,15 @@ enum CheckpointConverter {
         return (tables, specFeatures)
     }
 
+    /// DeepCTR's ESMM naming (both ports): `task_names` = (ctr, ctcvr); the tasks are ctr and
+    /// cvr, the outputs ctr and ctcvr = ctr × cvr.
+    static func esmmTasks(_ given: [String]?, conversion: ConversionSpec) throws(ImportError) -> (tasks: [(name: String, head: HeadKind)], outputs: [OutputSpec]) {
+        let names = given ?? ["ctr", "ctcvr"]
+        guard names.count == 2 else { throw .mismatch(path: conversion.file, reason: "ESMM has two task names (ctr, ctcvr)") }
+        let cvrName = names.contains("cvr") ? "cvr_task" : "cvr"
+        return ([(names[0], .sigmoid), (cvrName, .sigmoid)], [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])])
+    }
+
     /// Task heads from the spec's `tasks` (or framework args).
     static func tasks(_ conversion: ConversionSpec, names: [String]?, types: [String]?, count: Int?, path: String) throws(ImportError) -> [(name: String, head: HeadKind)] {
         var result: [(String, HeadKind)] = []

@@ -189,15 +189,14 @@ struct DeepCTRImporter {
             for (t, task) in tasks.enumerated() { towers.append(try tower(t, "tower_\(task.name)")) }
             architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)
         case "esmm":
-            guard names.count == 2 else { throw .mismatch(path: conversion.file, reason: "ESMM has two task names (ctr, ctcvr)") }
+            let esmm = try CheckpointConverter.esmmTasks(names, conversion: conversion)
             let dnns = DeepCTRImporter.unnamed("dnn", in: keys)
             guard dnns.count == 2 else { throw .mismatch(path: path, reason: "ESMM needs two tower DNNs, found \(dnns)") }
-            let cvrName = names.contains("cvr") ? "cvr_task" : "cvr"
-            tasks = [(names[0], .sigmoid), (cvrName, .sigmoid)]
+            tasks = esmm.tasks
             let ctr = try tower(0, dnns[0])
             let cvr = try tower(1, dnns[1])
             architecture = Architecture(type: .esmm, towers: [ctr, cvr])
-            outputs = [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])]
+            outputs = esmm.outputs
             guard let cvrBias = DeepCTRImporter.unnamed("prediction_layer", in: keys).first else {
                 throw .mismatch(path: path, reason: "no PredictionLayer for the cvr task ('prediction_layer')")
             }

@@ -164,16 +164,14 @@ struct DeepCTRTorchImporter {
             for t in tasks.indices { towers.append(try tower(t, dnnPrefix: "tower_dnn.\(t)", finalKey: "tower_dnn_final_layer.\(t).weight", keys: &keys, builder: &builder)) }
             architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)
         case "esmm":
-            let names = try args.strings("task_names") ?? ["ctr", "ctcvr"]
-            guard names.count == 2 else { throw .mismatch(path: conversion.file, reason: "ESMM has two task names (ctr, ctcvr)") }
-            let cvrName = names.contains("cvr") ? "cvr_task" : "cvr"
-            tasks = [(names[0], .sigmoid), (cvrName, .sigmoid)]
+            let esmm = try CheckpointConverter.esmmTasks(try args.strings("task_names"), conversion: conversion)
+            tasks = esmm.tasks
             let ctr = try tower(0, dnnPrefix: "ctr_dnn", finalKey: "ctr_dnn_final_layer.weight", keys: &keys, builder: &builder)
             let cvr = try tower(1, dnnPrefix: "cvr_dnn", finalKey: "cvr_dnn_final_layer.weight", keys: &keys, builder: &builder)
             architecture = Architecture(type: .esmm, towers: [ctr, cvr])
-            outputs = [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])]
+            outputs = esmm.outputs
             biasKeys = ["out.bias", "out.bias"]
-            notes.append(ImportNote(.inferred, "one prediction bias (out.bias) shared by the ctr and cvr heads; outputs \(names[0]), \(names[1])"))
+            notes.append(ImportNote(.inferred, "one prediction bias (out.bias) shared by the ctr and cvr heads; outputs \(esmm.outputs.map(\.name).joined(separator: ", "))"))
         default:
             throw .unsupported(path: conversion.file, reason: "DeepCTR-Torch model '\(conversion.model)' (MMOE, PLE, ESMM, SharedBottom)")
         }
