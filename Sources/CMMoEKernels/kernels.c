@@ -11,19 +11,6 @@ size_t mmoe_packed_size(int k, int n) {
     return panels * NR * (size_t)k;
 }
 
-void mmoe_pack_b(const float *b, int k, int n, float *packed) {
-    int panels = (n + NR - 1) / NR;
-    for (int p = 0; p < panels; p++) {
-        float *dst = packed + (size_t)p * NR * k;
-        for (int kk = 0; kk < k; kk++) {
-            for (int j = 0; j < NR; j++) {
-                int col = p * NR + j;
-                dst[(size_t)kk * NR + j] = col < n ? b[(size_t)kk * n + col] : 0.0f;
-            }
-        }
-    }
-}
-
 void mmoe_pack_bt(const float *w, int k, int n, float *packed) {
     int panels = (n + NR - 1) / NR;
     for (int p = 0; p < panels; p++) {

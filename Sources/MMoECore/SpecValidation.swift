@@ -88,8 +88,9 @@ extension ModelSpec {
     }
 
     /// Checks the tensors against the spec: every needed tensor present with its exact shape
-    /// and an allowed dtype, no extra tensors, i8 tables with their scales.
-    public func validate(tensors: TensorStore) throws(ModelError) {
+    /// and an allowed dtype, no extra tensors, i8 tables with their scales. Returns the layout.
+    @discardableResult
+    public func validate(tensors: TensorStore) throws(ModelError) -> ModelLayout {
         let layout = try validateStructure()
         var expected = Set<String>()
         func check(_ requirement: TensorRequirement) throws(ModelError) {
@@ -113,6 +114,7 @@ extension ModelSpec {
         }
         for requirement in layout.requirements { try check(requirement) }
         for name in tensors.names where !expected.contains(name) { throw .unexpectedTensor(name: name) }
+        return layout
     }
 }
 

@@ -51,19 +51,26 @@ public enum KerasH5Reader {
             let names = keras3Names(kind: kind, count: count) ?? (0..<count).map { "var\($0)" }
             for (index, variable) in names.enumerated() {
                 let dataset = "\(vars)/\(index)"
-                let info = try file.info(dataset)
-                guard case .float = info.kind, let count = Tensor.checkedElementCount(info.shape) else {
-                    throw ImportError.malformed(path: path, offset: nil, reason: "'\(dataset)' is not a float array")
-                }
-                let limit = info.storageSize.multipliedReportingOverflow(by: HDF5Codec.maxExpansion).partialValue + (1 << 20)
-                guard count <= limit / 4 else { throw ImportError.limitExceeded(path: path, what: "'\(dataset)'", limit: limit) }
-                let bytes = try file.read(dataset, as: .f32, maxBytes: count * 4)
-                tensors.append(SourceTensor(name: "\(layer)/\(variable)", dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0))
+                tensors.append(try floatTensor(file, dataset, named: "\(layer)/\(variable)", path: path))
             }
         }
         // Layer order: Keras 3 files are ordered by class path, so sort unnamed layers
         // (dense, dense_1, ...) by their numeric suffix as Keras 2 files list them.
         return SourceCheckpoint(tensors: tensors.sorted { layerOrder($0.name) < layerOrder($1.name) }, path: path, format: "keras3")
+    }
+
+    /// A float dataset as an f32 tensor, its logical size bounded by what the file stores.
+    static func floatTensor(_ file: HDF5File, _ dataset: String, named name: String, path: String) throws -> SourceTensor {
+        let info = try file.info(dataset)
+        guard case .float = info.kind, let count = Tensor.checkedElementCount(info.shape) else {
+            throw ImportError.malformed(path: path, offset: nil, reason: "'\(dataset)' (\(name)) is not a float array of a valid shape")
+        }
+        let limit = info.storageSize.multipliedReportingOverflow(by: HDF5Codec.maxExpansion).partialValue + (1 << 20)
+        guard count <= limit / 4 else {
+            throw ImportError.limitExceeded(path: path, what: "'\(dataset)' of \(count) values from \(info.storageSize) stored bytes", limit: limit)
+        }
+        let bytes = try file.read(dataset, as: .f32, maxBytes: count * 4)
+        return SourceTensor(name: name, dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0)
     }
 
     /// A sort key putting `dense_10` after `dense_9` and keeping other names in name order.
@@ -116,21 +123,9 @@ public enum KerasH5Reader {
                     guard file.exists(dataset) else {
                         throw ImportError.malformed(path: path, offset: nil, reason: "layer '\(layer)' lists weight '\(weight)' but the dataset is missing")
                     }
-                    let info = try file.info(dataset)
-                    guard case .float = info.kind else {
-                        throw ImportError.malformed(path: path, offset: nil, reason: "weight '\(weight)' of layer '\(layer)' is not a float array")
-                    }
-                    guard let count = Tensor.checkedElementCount(info.shape) else {
-                        throw ImportError.malformed(path: path, offset: nil, reason: "weight '\(weight)' has an invalid shape \(info.shape)")
-                    }
-                    let limit = info.storageSize.multipliedReportingOverflow(by: HDF5Codec.maxExpansion).partialValue + (1 << 20)
-                    guard count <= limit / 4 else {
-                        throw ImportError.limitExceeded(path: path, what: "weight '\(weight)' of \(count) values from \(info.storageSize) stored bytes", limit: limit)
-                    }
-                    let bytes = try file.read(dataset, as: .f32, maxBytes: count * 4)
                     var name = weight.hasSuffix(":0") ? String(weight.dropLast(2)) : weight
                     if !name.hasPrefix(layer + "/") { name = layer + "/" + name }
-                    tensors.append(SourceTensor(name: name, dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0))
+                    tensors.append(try floatTensor(file, dataset, named: name, path: path))
                 }
             }
             return SourceCheckpoint(tensors: tensors, path: path, format: "keras2")

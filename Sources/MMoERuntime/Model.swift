@@ -35,8 +35,7 @@ public final class Model: Sendable {
 
     /// Validates `tensors` against `spec` and compiles the plan.
     public init(spec: ModelSpec, tensors: TensorStore) throws(ModelError) {
-        try spec.validate(tensors: tensors)
-        let layout = try spec.validateStructure()
+        let layout = try spec.validate(tensors: tensors)
         self.spec = spec
         self.tensors = tensors
 

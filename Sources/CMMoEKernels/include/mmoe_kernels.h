@@ -12,11 +12,8 @@ int mmoe_kernels_available(void);
 /// Floats needed to pack a row-major [k, n] matrix.
 size_t mmoe_packed_size(int k, int n);
 
-/// Packs row-major b[k, n] (leading dimension n) into 16-column panels, zero padded.
-void mmoe_pack_b(const float *b, int k, int n, float *packed);
-
-/// Packs w[n, k] (row-major, leading dimension k: PyTorch's [out, in] linear weight), i.e.
-/// the transpose of the matrix mmoe_pack_b takes.
+/// Packs w[n, k] (row-major, leading dimension k: PyTorch's [out, in] linear weight) into
+/// 16-column panels of the product's [k, n] right-hand side, zero padded.
 void mmoe_pack_bt(const float *w, int k, int n, float *packed);
 
 /// c[m, n] (leading dimension ldc) = a[m, k] (leading dimension lda) x packed (+ bias[n]),
