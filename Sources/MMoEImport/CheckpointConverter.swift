@@ -169,7 +169,9 @@ enum CheckpointConverter {
         case .tfCheckpoint:
             return try TFCheckpointReader.read(path: path)
         case .onnx:
-            return try OnnxReader.read(path: path)
+            let (checkpoint, readNotes) = try OnnxReader.read(path: path)
+            notes += readNotes
+            return checkpoint
         case .npz:
             var tensors: [SourceTensor] = []
             let arrays = try NumpyArchive.read(path: path)

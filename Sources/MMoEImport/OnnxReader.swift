@@ -21,44 +21,22 @@ public enum OnnxReader {
     /// Largest model file read.
     public static let maxModelBytes = 2 << 30
 
-    /// The initializers of `path` (an `.onnx` file).
-    public static func read(path: String) throws(ImportError) -> SourceCheckpoint {
-        let storage: ByteStorage
-        do throws(FormatError) { storage = try FileIO.map(path: path) } catch { throw .io(error) }
-        let bytes = storage.bytes
-        guard bytes.count <= maxModelBytes else { throw .limitExceeded(path: path, what: "ONNX model size", limit: maxModelBytes) }
-        var model = ProtoReader(bytes, path: path)
-        var graphRange: Range<Int>?
-        while !model.atEnd {
-            let field = try model.field()
-            if field.number == 7, let range = field.range { graphRange = range } else { try model.skip(wire: field.wire) }
-        }
-        guard let graphRange else { throw .malformed(path: path, offset: nil, reason: "no graph: not an ONNX model") }
-        var graph = ProtoReader(bytes, path: path, range: graphRange)
-        var tensors: [SourceTensor] = []
-        var sideFiles: [String: ByteStorage] = [:]
-        let folder = (path as NSString).deletingLastPathComponent
-        while !graph.atEnd {
-            let field = try graph.field()
-            switch (field.number, field.range) {
-            case (1, let range?):
-                var node = ProtoReader(bytes, path: path, range: range)
-                var op = ""
-                var name = ""
-                while !node.atEnd {
-                    let part = try node.field()
-                    if part.number == 4, let r = part.range { op = node.string(r) } else if part.number == 3, let r = part.range { name = node.string(r) } else { try node.skip(wire: part.wire) }
-                }
-                guard allowedOperators.contains(op) else {
-                    throw .unsupported(path: path, reason: "node '\(name)' uses operator \(op), which is outside the multi-task MoE family")
-                }
-            case (5, let range?):
-                tensors.append(try tensor(bytes, range: range, storage: storage, path: path, folder: folder, sideFiles: &sideFiles))
-            default:
-                try graph.skip(wire: field.wire)
+    /// The parameters of `path` (an `.onnx` file) in PyTorch state_dict naming and layout,
+    /// recovered by walking the graph from its inputs (see `OnnxRecovery`), with notes on what
+    /// was recovered. Refuses operators outside the family, naming the node.
+    public static func read(path: String) throws(ImportError) -> (SourceCheckpoint, [ImportNote]) {
+        let graph = try OnnxGraph.read(path: path)
+        return try OnnxRecovery.recover(graph, path: path)
+    }
+
+    /// Refuses a node whose operator is outside the family (or in a foreign domain).
+    static func checkOperators(_ graph: OnnxGraph, path: String) throws(ImportError) {
+        for node in graph.nodes {
+            guard node.domain.isEmpty || node.domain == "ai.onnx", allowedOperators.contains(node.op) else {
+                let op = node.domain.isEmpty ? node.op : "\(node.domain).\(node.op)"
+                throw .unsupported(path: path, reason: "node '\(node.name)' uses operator \(op), which is outside the multi-task MoE family")
             }
         }
-        return SourceCheckpoint(tensors: tensors, path: path, format: "onnx")
     }
 
     static func tensor(
@@ -71,6 +49,8 @@ public enum OnnxReader {
         var raw: Range<Int>?
         var floats: [Float] = []
         var int64s: [Int64] = []
+        var int32s: [UInt32] = []
+        var doubles: [UInt64] = []
         var external: [String: String] = [:]
         while !reader.atEnd {
             let field = try reader.field()
@@ -90,6 +70,15 @@ public enum OnnxReader {
                 var packed = ProtoReader(bytes, path: path, range: r)
                 while !packed.atEnd { int64s.append(Int64(bitPattern: try packed.varint())) }
             case (7, 0, _): int64s.append(Int64(bitPattern: try reader.varint()))
+            case (5, 2, let r?):
+                var packed = ProtoReader(bytes, path: path, range: r)
+                while !packed.atEnd { int32s.append(UInt32(truncatingIfNeeded: try packed.varint())) }
+            case (5, 0, _): int32s.append(UInt32(truncatingIfNeeded: try reader.varint()))
+            case (10, 2, let r?):
+                guard r.count % 8 == 0 else { throw reader.fail("double_data of \(r.count) bytes") }
+                doubles += stride(from: r.lowerBound, to: r.upperBound, by: 8).map { at in
+                    (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }
+                }
             case (8, 2, let r?): name = reader.string(r)
             case (9, 2, let r?): raw = r
             case (13, 2, let r?):
@@ -114,6 +103,7 @@ public enum OnnxReader {
         case 16: dtype = .bf16
         case 7: dtype = .i64
         case 6: dtype = .i32
+        case 9: dtype = .bool
         default: throw .unsupported(path: path, reason: "initializer '\(name)' has ONNX data type \(dataType)")
         }
         guard let count = Tensor.checkedElementCount(dims), count.multipliedReportingOverflow(by: dtype.size).overflow == false else {
@@ -153,6 +143,19 @@ public enum OnnxReader {
         if dtype == .i64 {
             guard int64s.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(int64s.count) integers for shape \(dims)") }
             return SourceTensor(name: name, dtype: .i64, shape: dims, storage: ByteStorage(copying: int64s.withUnsafeBytes { Array($0) }), byteOffset: 0)
+        }
+        if dtype == .f16 || dtype == .bf16 || dtype == .i32 {
+            // 16-bit values sit in the low bits of int32_data.
+            guard int32s.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(int32s.count) int32_data values for shape \(dims)") }
+            let data: [UInt8] =
+                dtype == .i32
+                ? int32s.withUnsafeBytes { Array($0) }
+                : int32s.map { UInt16(truncatingIfNeeded: $0) }.withUnsafeBytes { Array($0) }
+            return SourceTensor(name: name, dtype: dtype, shape: dims, storage: ByteStorage(copying: data), byteOffset: 0)
+        }
+        if dtype == .f64 {
+            guard doubles.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(doubles.count) doubles for shape \(dims)") }
+            return SourceTensor(name: name, dtype: .f64, shape: dims, storage: ByteStorage(copying: doubles.withUnsafeBytes { Array($0) }), byteOffset: 0)
         }
         throw .unsupported(path: path, reason: "initializer '\(name)' stores its \(dtype.rawValue) values in a typed field this reader does not take")
     }

@@ -24,14 +24,23 @@ struct RechubImporter {
         var parts: [LayerPart] = []
         var i = 0
         func key(_ index: Int, _ name: String) -> String { "\(prefix).mlp.\(index).\(name)" }
-        while keys.has(key(4 * i, "weight")), keys.has(key(4 * i + 1, "running_mean")) {
+        // A hidden layer has its BatchNorm1d at mlp.<4i+1>, unless an ONNX exporter folded the
+        // batch norm into the linear: then every linear is hidden except a last output layer.
+        func isHidden(_ i: Int, keys: CheckpointKeys) -> Bool {
+            guard keys.has(key(4 * i, "weight")) else { return false }
+            if keys.has(key(4 * i + 1, "running_mean")) { return true }
+            return keys.format == "onnx" && (!outputLayer || keys.has(key(4 * (i + 1), "weight")))
+        }
+        while isHidden(i, keys: keys) {
             let weight = try keys.take(key(4 * i, "weight"))
             let width = weight.shape[0]
             parts.append(.linear(weight: weight, bias: try keys.take(key(4 * i, "bias"), shape: [width])))
-            parts.append(
-                .batchNorm(
-                    eps: 1e-5, weight: try keys.take(key(4 * i + 1, "weight"), shape: [width]), bias: try keys.take(key(4 * i + 1, "bias"), shape: [width]),
-                    mean: try keys.take(key(4 * i + 1, "running_mean"), shape: [width]), variance: try keys.take(key(4 * i + 1, "running_var"), shape: [width])))
+            if keys.has(key(4 * i + 1, "running_mean")) {
+                parts.append(
+                    .batchNorm(
+                        eps: 1e-5, weight: try keys.take(key(4 * i + 1, "weight"), shape: [width]), bias: try keys.take(key(4 * i + 1, "bias"), shape: [width]),
+                        mean: try keys.take(key(4 * i + 1, "running_mean"), shape: [width]), variance: try keys.take(key(4 * i + 1, "running_var"), shape: [width])))
+            }
             if keys.has(key(4 * i + 2, "weight")) {
                 parts.append(.prelu(try keys.take(key(4 * i + 2, "weight"), shape: [1])))
             } else if keys.has(key(4 * i + 2, "alpha")) {

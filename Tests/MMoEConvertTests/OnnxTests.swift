@@ -7,18 +7,89 @@ import Testing
 
 @Suite("ONNX exports")
 struct OnnxTests {
-    static let dynamo = ["deepctr_torch_mmoe", "deepctr_torch_ple", "deepctr_torch_esmm", "deepctr_torch_sharedbottom"]
+    /// Every exported model under fixtures/torch: (fixture, file). The stacked-parameter model
+    /// is tested separately (its exports slice the stacked parameters into unnamed constants).
+    static let exports: [(String, String)] = {
+        let root = fixturesPath + "/torch"
+        let fixtures = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") && $0 != "plain_stacked_mmoe" }.sorted()
+        return fixtures.flatMap { fixture in
+            (((try? FileManager.default.contentsOfDirectory(atPath: root + "/" + fixture)) ?? []).filter { $0.hasSuffix(".onnx") }.sorted()).map { (fixture, $0) }
+        }
+    }()
 
-    @Test("a dynamo-exported DeepCTR-Torch model (BN folded, external data) reproduces PyTorch", arguments: dynamo)
-    func parity(fixture: String) throws {
+    @Test("every framework is exported with both exporters at opsets 13, 17, 18 and 20")
+    func present() {
+        let byFixture = Dictionary(grouping: OnnxTests.exports, by: \.0).mapValues { Set($0.map(\.1)) }
+        #expect(byFixture.count == 10)
+        for (fixture, files) in byFixture {
+            #expect(files == ["model.legacy.onnx", "model.legacy13.onnx", "model.dynamo.onnx", "model.dynamo18.onnx"], "\(fixture)")
+        }
+    }
+
+    @Test("an exported model reproduces PyTorch", arguments: exports)
+    func parity(fixture: String, file: String) throws {
         let folder = fixturesPath + "/torch/" + fixture
-        let result = try ModelImporter.load(path: folder + "/model.dynamo.onnx", conversionSpecPath: folder + "/conversion.json")
+        let result = try ModelImporter.load(path: folder + "/" + file, conversionSpecPath: folder + "/conversion.json")
         #expect(result.source == .onnx)
         let model = try Model(spec: result.spec, tensors: result.tensors)
         let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
-        for (name, want) in try PredictionFiles.readExpected(folder + "/outputs.npz") {
+        let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
+        #expect(Set(prediction.outputNames) == Set(expected.keys))
+        for (name, want) in expected {
             let got = try #require(prediction[name])
-            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture) \(name)[\(i)]") }
+            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(name)[\(i)]") }
+        }
+    }
+
+    @Test("the same model from .onnx and from .pt gives the same spec")
+    func sameSpec() throws {
+        for (fixture, file) in OnnxTests.exports {
+            let folder = fixturesPath + "/torch/" + fixture
+            let onnx = try ModelImporter.load(path: folder + "/" + file, conversionSpecPath: folder + "/conversion.json")
+            let torch = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json")
+            // Batch norms folded by the exporter are the only allowed difference (they shift
+            // layer indices): the same tables and linear weights, the same features and tasks.
+            func matrices(_ store: TensorStore) -> [[Int]] {
+                store.names.compactMap { store[$0]?.shape }.filter { $0.count == 2 }.sorted { $0.lexicographicallyPrecedes($1) }
+            }
+            #expect(onnx.spec.features == torch.spec.features, "\(fixture)/\(file)")
+            #expect(onnx.spec.tasks == torch.spec.tasks, "\(fixture)/\(file)")
+            #expect(matrices(onnx.tensors) == matrices(torch.tensors), "\(fixture)/\(file)")
+            #expect(onnx.tensors.count <= torch.tensors.count, "\(fixture)/\(file)")
+        }
+    }
+
+    @Test("unnamed exporter constants are named after their modules, with notes")
+    func recoveredNames() throws {
+        let folder = fixturesPath + "/torch/deepctr_torch_mmoe_bn_prelu"
+        let legacy = try OnnxReader.read(path: folder + "/model.legacy.onnx")
+        #expect(legacy.0["gate_dnn_final_layer.0.weight"]?.shape == [3, 6])
+        #expect(legacy.0["tower_dnn_final_layer.1.weight"]?.shape == [1, 8])
+        #expect(legacy.0.names.contains { $0.hasPrefix("onnx::MatMul") } == false)
+        #expect(legacy.1.contains { $0.message.contains("onnx::MatMul_342 → gate_dnn_final_layer.0.weight (transposed)") })
+        let dynamo = try OnnxReader.read(path: folder + "/model.dynamo.onnx")
+        #expect(dynamo.0["expert_dnn.0.activation_layers.0.weight"]?.shape == [1])
+        #expect(dynamo.0["expert_dnn.0.bn.0.running_mean"] == nil)
+        #expect(dynamo.1.contains { $0.message.contains("10 batch norms were folded") })
+        // The transposed legacy constant holds the PyTorch weight.
+        let torch = try TorchArchiveReader.read(path: folder + "/model.pt").checkpoint
+        let want = try #require(torch["gate_dnn_final_layer.0.weight"])
+        let got = try #require(legacy.0["gate_dnn_final_layer.0.weight"])
+        #expect((0..<want.count).allSatisfy { got.value($0) == want.value($0) })
+    }
+
+    @Test("stacked parameters sliced into unnamed constants are refused, naming the node and constant")
+    func stacked() {
+        let folder = fixturesPath + "/torch/plain_stacked_mmoe"
+        for file in ["model.legacy.onnx", "model.dynamo.onnx"] {
+            #expect(throws: ImportError.self) {
+                _ = try ModelImporter.load(path: folder + "/" + file, conversionSpecPath: folder + "/conversion.json")
+            }
+        }
+        #expect {
+            _ = try OnnxReader.read(path: folder + "/model.legacy.onnx")
+        } throws: { error in
+            "\(error)".contains("onnx::MatMul_48") && "\(error)".contains("/MatMul")
         }
     }
 
@@ -39,16 +110,5 @@ struct OnnxTests {
         let foreign = reason("onnx_foreign_operator.onnx")
         #expect(foreign?.contains("smuggled_lstm") == true && foreign?.contains("LSTM") == true)
         #expect(reason("onnx_truncated.onnx") != nil)
-    }
-
-    @Test("a legacy export whose bias-less weights lost their names is refused, naming the missing tensor")
-    func legacyNames() {
-        let folder = fixturesPath + "/torch/deepctr_torch_mmoe"
-        #expect {
-            _ = try ModelImporter.load(path: folder + "/model.legacy.onnx", conversionSpecPath: folder + "/conversion.json")
-        } throws: { error in
-            guard case ImportError.mismatch(_, let reason) = error else { return false }
-            return reason.contains("gate_dnn_final_layer.0.weight")
-        }
     }
 }

@@ -1,0 +1,181 @@
+import MMoECore
+
+/// Recovers a PyTorch-style state_dict from an exported ONNX graph.
+///
+/// The graph is walked from its inputs (the features) in topological order. Every node on
+/// that walk that consumes a constant as a parameter says what the constant is: `Gather`
+/// data is an embedding table, `Gemm`'s B and C (with `transB`, `alpha`, `beta`) and a
+/// constant right operand of `MatMul` (plus the `Add` after it) are a linear layer,
+/// `PRelu`'s slope is a PReLU weight, `BatchNormalization`'s operands are a batch norm.
+///
+/// Constants that kept their parameter name (`expert_dnn.0.linears.0.weight`) pass through as
+/// they are: the framework importers map them exactly as for a state_dict. Exporters leave
+/// some parameters without a name: the legacy exporter turns a bias-less `Linear` into a
+/// `MatMul` with an anonymous transposed constant (`onnx::MatMul_247`), the dynamo exporter
+/// folds PReLU slopes into constants (`val_154`, shape `[1, 1]`). Those are named after the
+/// module the exporter recorded for their node (dynamo's `pkg.torch.onnx.name_scopes`, the
+/// legacy exporter's `/module/path/Op` node names) and given the layout the module's
+/// state_dict has (`[out, in]` weights, 1-D slopes). Batch norm the exporter already folded
+/// into a `Gemm` reads as a linear layer without batch norm, which computes the same.
+enum OnnxRecovery {
+    /// Whether `name` is one the exporter made up rather than a parameter's name.
+    static func isAnonymous(_ name: String) -> Bool {
+        name.hasPrefix("onnx::") || name.hasPrefix("val_") || name.hasPrefix("_val_") || name.isEmpty
+    }
+
+    static func recover(_ graph: OnnxGraph, path: String) throws(ImportError) -> (SourceCheckpoint, [ImportNote]) {
+        var notes: [ImportNote] = []
+        if let opset = graph.opset, !(13...20).contains(opset) {
+            notes.append(ImportNote(.assumed, "the model imports opset \(opset); exports at opsets 13 to 20 are the ones tested"))
+        }
+        guard !graph.inputs.isEmpty else { throw .malformed(path: path, offset: nil, reason: "the ONNX graph has no inputs besides its initializers") }
+
+        // Producers, for following a constant through Identity nodes.
+        var producer: [String: Int] = [:]
+        var consumers: [String: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for output in node.outputs where !output.isEmpty { producer[output] = index }
+            for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(index) }
+        }
+        func constant(_ name: String) -> SourceTensor? {
+            var name = name
+            for _ in 0..<64 {
+                if let tensor = graph.constants[name] { return tensor }
+                guard let index = producer[name], graph.nodes[index].op == "Identity", let input = graph.nodes[index].inputs.first else { return nil }
+                name = input
+            }
+            return nil
+        }
+
+        // The walk from the inputs: nodes whose operands depend on a feature, in topological order.
+        var reached = Set(graph.inputs)
+        var walked: [Int] = []
+        for (index, node) in graph.nodes.enumerated() where node.inputs.contains(where: { reached.contains($0) }) {
+            walked.append(index)
+            reached.formUnion(node.outputs)
+        }
+        guard graph.outputs.contains(where: { reached.contains($0) }) else {
+            throw .malformed(path: path, offset: nil, reason: "no graph output depends on the inputs \(graph.inputs)")
+        }
+
+        var recovered: [String: SourceTensor] = [:]
+        var replaced = Set<String>()
+        var examples: [String] = []
+        var foldedNorms = 0
+        func put(_ values: [Float], shape: [Int], module: String, suffix: String, from source: String, node: OnnxGraph.Node, how: String) throws(ImportError) {
+            guard !module.isEmpty else {
+                throw .unsupported(
+                    path: path,
+                    reason: "node '\(node.name)' (\(node.op)) uses the unnamed constant '\(source)' as a parameter and records no module it belongs to; name it with a native mapping on '\(source)'")
+            }
+            let name = module + "." + suffix
+            guard recovered[name] == nil, graph.constants[name] == nil else {
+                throw .mismatch(path: path, reason: "the unnamed constant '\(source)' of node '\(node.name)' would be '\(name)', which the graph already has")
+            }
+            recovered[name] = SourceTensor(name: name, dtype: .f32, shape: shape, storage: ByteStorage(copying: values.withUnsafeBytes { Array($0) }), byteOffset: 0)
+            replaced.insert(source)
+            if examples.count < 4 { examples.append("\(source) → \(name)\(how)") }
+        }
+        func floats(_ tensor: SourceTensor, node: OnnxGraph.Node) throws(ImportError) -> [Float] {
+            guard tensor.dtype.isFloat else {
+                throw .mismatch(path: path, reason: "node '\(node.name)' (\(node.op)) takes '\(tensor.name)' of type \(tensor.dtype.rawValue) where a float parameter belongs")
+            }
+            return (0..<tensor.count).map { Float(tensor.value($0)) }
+        }
+
+        for index in walked {
+            let node = graph.nodes[index]
+            let operands = node.inputs.map { $0.isEmpty ? nil : constant($0) }
+            switch node.op {
+            case "Gemm":
+                guard operands.count >= 2, let b = operands[1], operands[0] == nil else { continue }
+                guard node.int("transA", default: 0) == 0 else {
+                    throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) transposes its input (transA = 1)")
+                }
+                let alpha = node.float("alpha", default: 1)
+                let beta = node.float("beta", default: 1)
+                let c = operands.count >= 3 ? operands[2] : nil
+                guard b.shape.count == 2 else { throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a weight '\(b.name)' of shape \(b.shape)") }
+                let transposed = node.int("transB", default: 0) != 0
+                let outputs = transposed ? b.shape[0] : b.shape[1]
+                if node.torchOperation.contains("batch_norm") { foldedNorms += 1 }
+                let module = node.scope.isEmpty || node.torchOperation.contains("batch_norm") ? moduleOf(b.name) : node.scope
+                if isAnonymous(b.name) {
+                    var w = try floats(b, node: node)
+                    if !transposed { w = transpose(w, rows: b.shape[0], columns: b.shape[1]) }
+                    if alpha != 1 { w = w.map { $0 * alpha } }
+                    try put(w, shape: [outputs, w.count / max(outputs, 1)], module: module, suffix: "weight", from: b.name, node: node, how: transposed ? "" : " (transposed)")
+                } else if alpha != 1 || !transposed {
+                    throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) uses '\(b.name)' \(transposed ? "scaled by alpha \(alpha)" : "untransposed (transB = 0)"), not as a Linear weight")
+                }
+                if let c {
+                    if isAnonymous(c.name) {
+                        var bias = try floats(c, node: node)
+                        if bias.count == 1, outputs > 1 { bias = Array(repeating: bias[0], count: outputs) }
+                        guard bias.count == outputs else { throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a bias '\(c.name)' of shape \(c.shape) for \(outputs) outputs") }
+                        if beta != 1 { bias = bias.map { $0 * beta } }
+                        let biasModule = isAnonymous(b.name) ? module : moduleOf(b.name)
+                        try put(bias, shape: [outputs], module: biasModule, suffix: "bias", from: c.name, node: node, how: "")
+                    } else if beta != 1 {
+                        throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) scales its bias '\(c.name)' by beta \(beta)")
+                    }
+                }
+            case "MatMul":
+                guard operands.count == 2, operands[0] == nil, let b = operands[1], isAnonymous(b.name), b.shape.count == 2 else { continue }
+                let (rows, columns) = (b.shape[0], b.shape[1])
+                try put(transpose(try floats(b, node: node), rows: rows, columns: columns), shape: [columns, rows], module: node.scope, suffix: "weight", from: b.name, node: node, how: " (transposed)")
+                // A Linear applied to a 3-D input: MatMul, then Add of the bias.
+                if let output = node.outputs.first, let next = consumers[output], next.count == 1, graph.nodes[next[0]].op == "Add" {
+                    let add = graph.nodes[next[0]]
+                    if let other = add.inputs.first(where: { $0 != output }), let bias = constant(other), isAnonymous(bias.name), bias.count == columns {
+                        try put(try floats(bias, node: add), shape: [columns], module: node.scope, suffix: "bias", from: bias.name, node: add, how: "")
+                    }
+                }
+            case "PRelu":
+                guard operands.count == 2, operands[0] == nil, let slope = operands[1], isAnonymous(slope.name) else { continue }
+                let values = try floats(slope, node: node)
+                try put(values, shape: [values.count], module: node.scope, suffix: "weight", from: slope.name, node: node, how: "")
+            case "BatchNormalization":
+                guard operands.count >= 5, operands[0] == nil else { continue }
+                for (position, suffix) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
+                    guard let tensor = operands[position], isAnonymous(tensor.name) else { continue }
+                    let values = try floats(tensor, node: node)
+                    try put(values, shape: [values.count], module: node.scope, suffix: suffix, from: tensor.name, node: node, how: "")
+                }
+            case "Gather":
+                guard operands.count == 2, let table = operands[0], operands[1] == nil, isAnonymous(table.name), table.shape.count == 2, table.dtype.isFloat else { continue }
+                try put(try floats(table, node: node), shape: table.shape, module: node.scope, suffix: "weight", from: table.name, node: node, how: "")
+            default:
+                continue
+            }
+        }
+
+        var tensors: [SourceTensor] = []
+        for name in graph.initializers where !replaced.contains(name) {
+            if let tensor = graph.constants[name] { tensors.append(tensor) }
+        }
+        tensors += recovered.keys.sorted().compactMap { recovered[$0] }
+        if !recovered.isEmpty {
+            notes.append(
+                ImportNote(.inferred, "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: \(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"))
+        }
+        if foldedNorms > 0 {
+            notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))
+        }
+        return (SourceCheckpoint(tensors: tensors, path: path, format: "onnx"), notes)
+    }
+
+    /// The module of a parameter name (`a.b.weight` → `a.b`).
+    static func moduleOf(_ name: String) -> String {
+        guard let dot = name.lastIndex(of: ".") else { return "" }
+        return String(name[..<dot])
+    }
+
+    static func transpose(_ values: [Float], rows: Int, columns: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: values.count)
+        for r in 0..<rows {
+            for c in 0..<columns { out[c * rows + r] = values[r * columns + c] }
+        }
+        return out
+    }
+}
