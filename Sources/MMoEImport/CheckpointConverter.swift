@@ -15,8 +15,14 @@ struct CheckpointKeys {
         path = checkpoint.path
         format = checkpoint.format
         var stripped = 0
+        // torch-rechub's ONNX helper wraps the model (`ONNXWrapper.model`): every parameter name
+        // of such an export starts with `model.`.
+        let parameters = checkpoint.tensors.map(\.name).filter { $0.contains(".") }
+        let wrapped = format == "onnx" && !parameters.isEmpty && parameters.allSatisfy { $0.hasPrefix("model.") }
+        if wrapped { notes.append(ImportNote(.ignored, "removed the 'model.' prefix an export wrapper (torch-rechub's ONNXWrapper) gave \(parameters.count) parameters")) }
         for tensor in checkpoint.tensors {
             var name = tensor.name
+            if wrapped, name.hasPrefix("model.") { name.removeFirst("model.".count) }
             if name.hasPrefix("module.") {
                 name.removeFirst("module.".count)
                 stripped += 1
