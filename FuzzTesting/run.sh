@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harness and fuzzes one parser for a while.
 #   bash FuzzTesting/run.sh TARGET [SECONDS]
-# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras
+# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras onnx
 # Seeds come from fixtures/ (copied into FuzzTesting/corpus/TARGET); crashes are written to
 # FuzzTesting/crashes/TARGET; copy fixed ones to fixtures/fuzz-regressions/TARGET/ so that
 # the normal test suite replays them.
@@ -25,6 +25,7 @@ case $target in
     csv) printf 'd,s,q\n1 2,3,1 2 3\n0.5 -1,9,4\n' > "$corpus/seed.csv" ;;
     conversion-spec) seed ../fixtures/torch/plain_*/conversion.json ;;
     tf-index) seed ../fixtures/keras/*/tf_checkpoint/model.index ;;
+    onnx) seed ../fixtures/torch/*/model.legacy*.onnx ../fixtures/torch/*/model.dynamo18.onnx ../fixtures/hostile/onnx_*.onnx ;;
     keras) seed ../fixtures/keras/*/model.h5 ../fixtures/keras3/*/model.weights.h5 ;;
     model-spec) python3 -c "import json; print(json.dumps(json.load(open('../fixtures/torch/plain_mmoe/conversion.json'))['spec']))" > "$corpus/spec.json" ;;
 esac

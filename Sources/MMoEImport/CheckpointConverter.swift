@@ -10,15 +10,21 @@ struct CheckpointKeys {
     private(set) var tensors: [String: SourceTensor] = [:]
     private(set) var order: [String] = []
     private(set) var used = Set<String>()
+    /// What an ONNX graph says beyond its parameters.
+    let onnxFacts: OnnxFacts?
+    /// The prefix removed from every name (an export wrapper's), if any.
+    let removedPrefix: String
 
     init(_ checkpoint: SourceCheckpoint, notes: inout [ImportNote]) {
         path = checkpoint.path
         format = checkpoint.format
+        onnxFacts = checkpoint.onnxFacts
         var stripped = 0
         // torch-rechub's ONNX helper wraps the model (`ONNXWrapper.model`): every parameter name
         // of such an export starts with `model.`.
         let parameters = checkpoint.tensors.map(\.name).filter { $0.contains(".") }
         let wrapped = format == "onnx" && !parameters.isEmpty && parameters.allSatisfy { $0.hasPrefix("model.") }
+        removedPrefix = wrapped ? "model." : ""
         if wrapped { notes.append(ImportNote(.ignored, "removed the 'model.' prefix an export wrapper (torch-rechub's ONNXWrapper) gave \(parameters.count) parameters")) }
         for tensor in checkpoint.tensors {
             var name = tensor.name

@@ -34,6 +34,8 @@ struct OnnxGraph {
     var initializers: [String] = []
     /// Graph inputs that are not initializers (the features).
     var inputs: [String] = []
+    /// Their declared types.
+    var inputTypes: [String: ValueType] = [:]
     var outputs: [String] = []
     /// The default-domain opset the model imports.
     var opset: Int?
@@ -89,8 +91,12 @@ struct OnnxGraph {
             case (5, let range?):
                 guard initializerRanges.count < maxEntries else { throw .limitExceeded(path: path, what: "ONNX initializers", limit: maxEntries) }
                 initializerRanges.append(range)
-            case (11, let range?): declaredInputs.append(try valueName(bytes, range: range, path: path))
-            case (12, let range?): result.outputs.append(try valueName(bytes, range: range, path: path))
+            case (11, let range?):
+                guard declaredInputs.count < maxEntries else { throw .limitExceeded(path: path, what: "ONNX graph inputs", limit: maxEntries) }
+                let (name, type) = try valueInfo(bytes, range: range, path: path)
+                declaredInputs.append(name)
+                result.inputTypes[name] = type
+            case (12, let range?): result.outputs.append(try valueInfo(bytes, range: range, path: path).0)
             default:
                 try graph.skip(wire: field.wire)
             }
@@ -118,14 +124,58 @@ struct OnnxGraph {
         return result
     }
 
-    static func valueName(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, path: String) throws(ImportError) -> String {
+    /// A graph input's or output's declared type: ONNX element type and dimensions (nil where
+    /// symbolic, like a dynamic batch).
+    struct ValueType {
+        var elementType = 0
+        var dims: [Int?] = []
+        var isInteger: Bool { [2, 3, 4, 5, 6, 7, 12, 13].contains(elementType) }
+        var isFloat: Bool { [1, 10, 11, 16].contains(elementType) }
+    }
+
+    static func valueInfo(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, path: String) throws(ImportError) -> (String, ValueType) {
         var reader = ProtoReader(bytes, path: path, range: range)
         var name = ""
+        var type = ValueType()
         while !reader.atEnd {
             let field = try reader.field()
-            if field.number == 1, let r = field.range { name = reader.string(r) } else { try reader.skip(wire: field.wire) }
+            switch (field.number, field.range) {
+            case (1, let r?): name = reader.string(r)
+            case (2, let r?):
+                // TypeProto.tensor_type (1): elem_type (1), shape (2) of dims (1): dim_value (1) | dim_param (2).
+                var typeReader = ProtoReader(bytes, path: path, range: r)
+                while !typeReader.atEnd {
+                    let typeField = try typeReader.field()
+                    guard typeField.number == 1, let tensorRange = typeField.range else { try typeReader.skip(wire: typeField.wire); continue }
+                    var tensor = ProtoReader(bytes, path: path, range: tensorRange)
+                    while !tensor.atEnd {
+                        let part = try tensor.field()
+                        if part.number == 1, part.wire == 0 {
+                            type.elementType = try tensor.int("element type")
+                        } else if part.number == 2, let shapeRange = part.range {
+                            var shape = ProtoReader(bytes, path: path, range: shapeRange)
+                            while !shape.atEnd {
+                                let dimField = try shape.field()
+                                guard dimField.number == 1, let dimRange = dimField.range else { try shape.skip(wire: dimField.wire); continue }
+                                guard type.dims.count < 16 else { throw shape.fail("input '\(name)' has too many dimensions") }
+                                var dim = ProtoReader(bytes, path: path, range: dimRange)
+                                var value: Int?
+                                while !dim.atEnd {
+                                    let d = try dim.field()
+                                    if d.number == 1, d.wire == 0 { value = try dim.int("dimension") } else { try dim.skip(wire: d.wire) }
+                                }
+                                type.dims.append(value)
+                            }
+                        } else {
+                            try tensor.skip(wire: part.wire)
+                        }
+                    }
+                }
+            default:
+                try reader.skip(wire: field.wire)
+            }
         }
-        return name
+        return (name, type)
     }
 
     static func node(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, path: String) throws(ImportError) -> Node {

@@ -39,6 +39,13 @@ public enum OnnxReader {
         }
     }
 
+    /// A dimension (an int64 on the wire; negative ones are refused).
+    static func dimension(_ reader: inout ProtoReader) throws(ImportError) -> Int {
+        let value = Int64(bitPattern: try reader.varint())
+        guard value >= 0 else { throw reader.fail("a tensor has the negative dimension \(value)") }
+        return Int(value)
+    }
+
     static func tensor(
         _ bytes: UnsafeRawBufferPointer, range: Range<Int>, storage: ByteStorage, path: String, folder: String, sideFiles: inout [String: ByteStorage]
     ) throws(ImportError) -> SourceTensor {
@@ -55,10 +62,10 @@ public enum OnnxReader {
         while !reader.atEnd {
             let field = try reader.field()
             switch (field.number, field.wire, field.range) {
-            case (1, 0, _): dims.append(try reader.int("dimension"))
+            case (1, 0, _): dims.append(try dimension(&reader))
             case (1, 2, let r?):
                 var packed = ProtoReader(bytes, path: path, range: r)
-                while !packed.atEnd { dims.append(try packed.int("dimension")) }
+                while !packed.atEnd { dims.append(try dimension(&packed)) }
             case (2, 0, _): dataType = try reader.int("data type")
             case (4, 2, let r?):
                 guard r.count % 4 == 0 else { throw reader.fail("float_data of \(r.count) bytes") }

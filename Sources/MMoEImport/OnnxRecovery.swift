@@ -162,7 +162,9 @@ enum OnnxRecovery {
         if foldedNorms > 0 {
             notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))
         }
-        return (SourceCheckpoint(tensors: tensors, path: path, format: "onnx"), notes)
+        var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "onnx")
+        checkpoint.onnxFacts = OnnxFacts.gather(from: graph, walked: walked)
+        return (checkpoint, notes)
     }
 
     /// The module of a parameter name (`a.b.weight` → `a.b`).

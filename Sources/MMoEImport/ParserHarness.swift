@@ -9,7 +9,7 @@ import MMoERuntime
 /// acceptable: hostile bytes must end in a typed error.
 public enum ParserHarness {
     /// The parsers that can be exercised.
-    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras"]
+    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "onnx"]
 
     /// A small model whose spec the CSV target reads inputs for.
     static let csvSpec = ModelSpec(
@@ -59,6 +59,11 @@ public enum ParserHarness {
             return (try? TFCheckpointReader.read(path: index)) != nil
         case "keras":
             return (try? KerasH5Reader.read(path: file(".h5"))) != nil
+        case "onnx":
+            // The graph walk and parameter recovery too; external data may only name files
+            // beside the scratch file.
+            guard let (checkpoint, _) = try? OnnxReader.read(path: file(".onnx")) else { return false }
+            return !checkpoint.tensors.isEmpty
         case "model-spec":
             return (try? ModelSpec.decode(json: Array(bytes))) != nil
         default:

@@ -93,6 +93,8 @@ public struct SourceCheckpoint: Sendable {
     public let path: String
     /// A finer format label where it matters (`keras2`, `keras3`), else empty.
     public let format: String
+    /// What an ONNX graph says beyond its parameters (for conversion without a spec).
+    var onnxFacts: OnnxFacts?
 
     /// A checkpoint.
     public init(tensors: [SourceTensor], path: String, format: String = "") {

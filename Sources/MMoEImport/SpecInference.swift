@@ -37,6 +37,9 @@ enum SpecInference {
         }
         notes.append(ImportNote(.inferred, "framework \(framework), model \(model) (from the checkpoint's key names)"))
 
+        if framework == "torch-rechub", let graphFeatures = keys.onnxFacts?.features {
+            return try fromGraph(graphFeatures, facts: keys.onnxFacts ?? OnnxFacts(), keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+        }
         // Tables in checkpoint order: feature order for torch.save, alphabetical for safetensors.
         var features: [[String: Any]] = []
         var embeddingWidth = 0
@@ -68,6 +71,83 @@ enum SpecInference {
         // Activations that have no parameters cannot be seen; the frameworks' default is relu.
         notes.append(ImportNote(.assumed, "relu wherever a layer's activation has no parameters (the frameworks' default)"))
         return try ConversionSpec(values: values, file: "(inferred conversion spec)")
+    }
+
+    /// A torch-rechub conversion spec from an exported graph: the features are the graph's
+    /// inputs (kind from type and rank, table from the lookup, pooling from what follows it,
+    /// padding id from the mask comparison, order from the concatenation), activations from
+    /// the nodes of each MLP's activation module, task types from the sigmoids on the output.
+    static func fromGraph(
+        _ graphFeatures: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String, notes: inout [ImportNote]
+    ) throws(ImportError) -> ConversionSpec {
+        var features: [[String: Any]] = []
+        var described: [String] = []
+        for feature in graphFeatures {
+            var item: [String: Any] = ["name": feature.name, "kind": feature.kind]
+            if let table = feature.table {
+                var owner = table
+                if !keys.removedPrefix.isEmpty, owner.hasPrefix(keys.removedPrefix) { owner.removeFirst(keys.removedPrefix.count) }
+                guard owner.hasPrefix(tablePrefix), owner.hasSuffix(".weight"), let shape = keys.shape(owner), shape.count == 2 else {
+                    throw ImportError.mismatch(path: path, reason: "input '\(feature.name)' looks up '\(table)', which is not a torch-rechub embedding table; pass --spec")
+                }
+                owner = String(owner.dropFirst(tablePrefix.count).dropLast(".weight".count))
+                item["vocab_size"] = shape[0]
+                item["embed_dim"] = shape[1]
+                var text = "\(feature.name) (\(feature.kind)"
+                if owner != feature.name {
+                    item["shared_with"] = owner
+                    text += ", table of \(owner)"
+                }
+                if feature.kind == "sequence" {
+                    item["pooling"] = feature.pooling ?? "sum"
+                    text += ", \(feature.pooling ?? "sum") pooling"
+                    if let length = feature.maxLength { item["max_length"] = length }
+                    if let padding = feature.paddingID {
+                        item["padding_idx"] = padding
+                        text += ", padding \(padding)"
+                    }
+                }
+                described.append(text + ")")
+            } else {
+                guard feature.width == 1 else {
+                    throw ImportError.mismatch(path: path, reason: "input '\(feature.name)' holds \(feature.width) dense values; torch-rechub dense features have one; pass --spec")
+                }
+                described.append("\(feature.name) (dense)")
+            }
+            features.append(item)
+        }
+        notes.append(ImportNote(.inferred, "features from the graph's inputs, in the order the model concatenates them: \(described.joined(separator: ", "))"))
+
+        func activation(_ module: String) -> String? { facts.activations[keys.removedPrefix + module] }
+        func params(_ module: String) -> [String: Any] { activation(module).map { ["activation": $0] } ?? [:] }
+        var values: [String: Any] = ["framework": "torch-rechub", "model": model, "features": features]
+        var args: [String: Any] = [:]
+        var seen: [String] = []
+        switch model {
+        case "MMOE": args["expert_params"] = params("experts.0.mlp.2"); seen.append("experts.0.mlp.2")
+        case "PLE": args["expert_params"] = params("cgc_layers.0.experts_shared.0.mlp.2"); seen.append("cgc_layers.0.experts_shared.0.mlp.2")
+        case "SharedBottom": args["bottom_params"] = params("bottom_mlp.mlp.2"); seen.append("bottom_mlp.mlp.2")
+        default:
+            args["ctr_params"] = params("tower_ctr.mlp.2")
+            args["cvr_params"] = params("tower_cvr.mlp.2")
+            seen += ["tower_ctr.mlp.2", "tower_cvr.mlp.2"]
+        }
+        if model != "ESMM" {
+            let count = keys.count { "towers.\($0).mlp.0.weight" }
+            args["tower_params_list"] = (0..<count).map { params("towers.\($0).mlp.2") }
+            seen += (0..<count).map { "towers.\($0).mlp.2" }
+            let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
+            values["tasks"] = (0..<count).map { ["name": "task\($0)", "type": heads?[$0] == false ? "regression" : "binary"] }
+            if let heads {
+                notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
+            } else {
+                notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
+            }
+        }
+        values["args"] = args
+        let found = seen.compactMap { module in activation(module).map { "\(module) \($0)" } }
+        if !found.isEmpty { notes.append(ImportNote(.inferred, "activations from the graph: \(found.joined(separator: ", "))")) }
+        return try ConversionSpec(values: values, file: "(conversion spec inferred from the ONNX graph)")
     }
 
     static func unknown(_ path: String) -> ImportError {

@@ -43,6 +43,31 @@ struct OnnxTests {
         }
     }
 
+    /// torch-rechub exports: every file, converted without a conversion spec.
+    static let rechubExports = exports.filter { $0.0.hasPrefix("rechub_") }
+
+    @Test("a torch-rechub export converts without a conversion spec: features, activations and heads from the graph", arguments: rechubExports)
+    func withoutSpec(fixture: String, file: String) throws {
+        let folder = fixturesPath + "/torch/" + fixture
+        let result = try ModelImporter.load(path: folder + "/" + file)
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        // The graph names the features exactly as the conversion spec does.
+        let conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any]
+        let stated = try #require(conversion?["features"] as? [[String: Any]]).compactMap { $0["name"] as? String }
+        #expect(Set(model.spec.features.map(\.name)) == Set(stated))
+        #expect(result.notes.contains { $0.message.hasPrefix("features from the graph's inputs") })
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
+        // Task names are not in the graph: task0, task1 are the framework's outputs in order.
+        let names = fixture == "rechub_esmm" ? ["cvr": "cvr", "ctr": "ctr", "ctcvr": "ctcvr"] : ["task0": "click", "task1": "watch"]
+        #expect(Set(prediction.outputNames) == Set(names.keys))
+        for (ours, theirs) in names {
+            let got = try #require(prediction[ours])
+            let want = try #require(expected[theirs])
+            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(ours)[\(i)]") }
+        }
+    }
+
     @Test("the same model from .onnx and from .pt gives the same spec")
     func sameSpec() throws {
         for (fixture, file) in OnnxTests.exports {
@@ -111,6 +136,39 @@ struct OnnxTests {
         #expect(reason("onnx_external_absolute.onnx")?.contains("leaves the model's folder") == true)
         let foreign = reason("onnx_foreign_operator.onnx")
         #expect(foreign?.contains("smuggled_lstm") == true && foreign?.contains("LSTM") == true)
-        #expect(reason("onnx_truncated.onnx") != nil)
+        #expect(reason("onnx_truncated.onnx")?.contains("runs past the end") == true)
+        #expect(reason("onnx_wire_type.onnx")?.contains("unsupported wire type 3 for field 7") == true)
+        #expect(reason("onnx_length_past_end.onnx")?.contains("field 7 of 16777215 bytes runs past the end") == true)
+        let pastEnd = reason("onnx_external_past_end.onnx")
+        #expect(pastEnd?.contains("onnx_side.data") == true && pastEnd?.contains("lies outside the external data file") == true)
+        #expect(reason("onnx_external_symlink.onnx")?.contains("'onnx_link.data' is a symbolic link") == true)
+        #expect(reason("onnx_negative_dim.onnx")?.contains("negative dimension -3") == true)
+        #expect(reason("onnx_raw_size_mismatch.onnx")?.contains("raw bytes, shape") == true)
+        #expect(reason("onnx_no_inputs.onnx")?.contains("no inputs") == true)
+        #expect(reason("onnx_duplicate_initializer.onnx")?.contains("is defined twice") == true)
+        #expect(reason("onnx_huge_shape.onnx")?.contains("invalid shape") == true)
+    }
+
+    @Test("every prefix of an ONNX model and every flipped byte of its header ends in a typed error or a model")
+    func damagedSweep() throws {
+        let source = fixturesPath + "/torch/deepctr_torch_esmm/model.legacy.onnx"
+        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: source)))
+        let folder = try TemporaryFolder()
+        var refused = 0
+        for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 400)) {
+            let path = folder.path + "/cut.onnx"
+            try Data(bytes[..<cut]).write(to: URL(fileURLWithPath: path))
+            do { _ = try OnnxReader.read(path: path) } catch { refused += 1 }
+        }
+        #expect(refused > 0)
+        var flipped = 0
+        for at in 0..<min(bytes.count, 2048) {
+            var copy = bytes
+            copy[at] ^= 0xA5
+            let path = folder.path + "/flip.onnx"
+            try Data(copy).write(to: URL(fileURLWithPath: path))
+            do { _ = try OnnxReader.read(path: path) } catch { flipped += 1 }
+        }
+        #expect(flipped > 0)
     }
 }
