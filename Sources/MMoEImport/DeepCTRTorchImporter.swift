@@ -75,9 +75,11 @@ struct DeepCTRTorchImporter {
         let expertDims = try args.ints("expert_dnn_hidden_units")
         let gateDims = try args.ints("gate_dnn_hidden_units")
         let towerDims = try args.ints("tower_dnn_hidden_units")
-        var tasks = try CheckpointConverter.tasks(
-            conversion, names: try args.strings("task_names") ?? (model == "esmm" ? nil : ["ctr", "ctcvr"]), types: try args.strings("task_types"),
-            count: nil, path: path)
+        // ESMM's two heads come from its task names (below).
+        var tasks: [(name: String, head: HeadKind)] =
+            model == "esmm"
+            ? []
+            : try CheckpointConverter.tasks(conversion, names: try args.strings("task_names") ?? ["ctr", "ctcvr"], types: try args.strings("task_types"), count: nil, path: path)
         var outputs: [OutputSpec]? = nil
         var biasKeys: [String] = tasks.indices.map { "out.\($0).bias" }
 

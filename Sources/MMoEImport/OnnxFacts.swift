@@ -15,6 +15,8 @@ struct OnnxFacts: Sendable {
         /// sum, mean or max.
         var pooling: String?
         var paddingID: Int?
+        /// For features sliced out of one packed input: their first column.
+        var column: Int?
     }
 
     /// One per graph input, in input order; nil when the inputs are not one per feature (a
@@ -60,45 +62,10 @@ struct OnnxFacts: Sendable {
             return found
         }
 
-        var features: [Feature] = []
-        for input in graph.inputs {
-            guard let type = graph.inputTypes[input], type.dims.count == 1 || type.dims.count == 2 else { break }
-            if type.isFloat {
-                if type.dims.count == 2 {
-                    guard let width = type.dims[1] else { break }
-                    features.append(Feature(name: input, kind: "dense", width: width))
-                } else {
-                    features.append(Feature(name: input, kind: "dense"))
-                }
-                continue
-            }
-            guard type.isInteger else { break }
-            let values = aliases(of: input)
-            var table: String?
-            var gatherOutput: String?
-            var padding: Int?
-            for value in values {
-                for index in consumers[value] ?? [] {
-                    let node = graph.nodes[index]
-                    if node.op == "Gather", node.inputs.count == 2, node.inputs[1] == value, let data = graph.constants[node.inputs[0]], data.shape.count == 2, data.dtype.isFloat {
-                        table = table ?? data.name
-                        gatherOutput = gatherOutput ?? node.outputs.first
-                    } else if node.op == "Equal", let other = node.inputs.first(where: { $0 != value }), let constant = graph.constants[other], constant.count == 1, !constant.dtype.isFloat {
-                        padding = Int(exactly: constant.value(0))
-                    }
-                }
-            }
-            guard let table else { break }
-            if type.dims.count == 1 {
-                features.append(Feature(name: input, kind: "sparse", table: table))
-                continue
-            }
-            var feature = Feature(name: input, kind: "sequence", table: table, maxLength: type.dims[1], paddingID: padding)
-            feature.pooling = pooling(after: gatherOutput, graph: graph, consumers: consumers)
-            features.append(feature)
-        }
-        if features.count == graph.inputs.count, !(features.count == 1 && features[0].kind == "dense" && features[0].width > 1) {
-            facts.features = concatOrder(features, graph: graph, consumers: consumers)
+        if graph.inputs.count == 1, let type = graph.inputTypes[graph.inputs[0]], type.isFloat, type.dims.count == 2 {
+            facts.features = packedColumns(graph.inputs[0], graph: graph, consumers: consumers, aliases: aliases)
+        } else {
+            facts.features = perInputFeatures(graph: graph, consumers: consumers, aliases: aliases)
         }
 
         // Task heads: the columns of the first output's Concat.
@@ -116,6 +83,84 @@ struct OnnxFacts: Sendable {
             }
         }
         return facts
+    }
+
+    /// The embedding table a lookup of `ids` reads, the lookup's output, and the padding id a
+    /// mask compares the ids with.
+    static func lookup(_ ids: String, graph: OnnxGraph, consumers: [String: [Int]], aliases: (String) -> [String]) -> (table: String, output: String?, padding: Int?)? {
+        var table: String?
+        var gatherOutput: String?
+        var padding: Int?
+        for value in aliases(ids) {
+            for index in consumers[value] ?? [] {
+                let node = graph.nodes[index]
+                if node.op == "Gather", node.inputs.count == 2, node.inputs[1] == value, let data = graph.constants[node.inputs[0]], data.shape.count == 2, data.dtype.isFloat {
+                    table = table ?? data.name
+                    gatherOutput = gatherOutput ?? node.outputs.first
+                } else if node.op == "Equal", let other = node.inputs.first(where: { $0 != value }), let constant = graph.constants[other], constant.count == 1 {
+                    padding = Int(exactly: constant.value(0))
+                }
+            }
+        }
+        return table.map { ($0, gatherOutput, padding) }
+    }
+
+    /// Features sliced out of one packed float input (DeepCTR-Torch's `x`): each `Slice` of
+    /// the input's columns is a feature; a slice whose ids feed a table lookup is sparse (one
+    /// column) or a sequence, any other slice is dense. In column order.
+    static func packedColumns(_ input: String, graph: OnnxGraph, consumers: [String: [Int]], aliases: (String) -> [String]) -> [Feature]? {
+        func scalar(_ name: String?) -> Int? {
+            guard let name, let tensor = graph.constants[name], tensor.count == 1, !tensor.dtype.isFloat else { return nil }
+            return Int(exactly: tensor.value(0))
+        }
+        var features: [Feature] = []
+        var columns = Set<Int>()
+        for index in consumers[input] ?? [] {
+            let node = graph.nodes[index]
+            guard node.op == "Slice", node.inputs.count >= 4, node.inputs[0] == input, let start = scalar(node.inputs[1]), let end = scalar(node.inputs[2]),
+                let axis = scalar(node.inputs[3]), axis == 1 || axis == -1, node.inputs.count < 5 || scalar(node.inputs[4]) == 1,
+                start >= 0, end > start, end - start <= 1 << 20, let output = node.outputs.first
+            else { return nil }
+            guard columns.insert(start).inserted else { continue }
+            if let (table, gathered, padding) = lookup(output, graph: graph, consumers: consumers, aliases: aliases) {
+                if end - start == 1 {
+                    features.append(Feature(name: "", kind: "sparse", table: table, column: start))
+                } else {
+                    features.append(
+                        Feature(name: "", kind: "sequence", table: table, maxLength: end - start, pooling: pooling(after: gathered, graph: graph, consumers: consumers),
+                                paddingID: padding, column: start))
+                }
+            } else {
+                features.append(Feature(name: "", kind: "dense", width: end - start, column: start))
+            }
+        }
+        guard !features.isEmpty else { return nil }
+        return features.sorted { ($0.column ?? 0) < ($1.column ?? 0) }
+    }
+
+    /// One feature per graph input (dict-input models, torch-rechub's export helper).
+    static func perInputFeatures(graph: OnnxGraph, consumers: [String: [Int]], aliases: (String) -> [String]) -> [Feature]? {
+        var features: [Feature] = []
+        for input in graph.inputs {
+            guard let type = graph.inputTypes[input], type.dims.count == 1 || type.dims.count == 2 else { return nil }
+            if type.isFloat {
+                if type.dims.count == 2 {
+                    guard let width = type.dims[1] else { return nil }
+                    features.append(Feature(name: input, kind: "dense", width: width))
+                } else {
+                    features.append(Feature(name: input, kind: "dense"))
+                }
+                continue
+            }
+            guard type.isInteger, let (table, gathered, padding) = lookup(input, graph: graph, consumers: consumers, aliases: aliases) else { return nil }
+            if type.dims.count == 1 {
+                features.append(Feature(name: input, kind: "sparse", table: table))
+            } else {
+                features.append(
+                    Feature(name: input, kind: "sequence", table: table, maxLength: type.dims[1], pooling: pooling(after: gathered, graph: graph, consumers: consumers), paddingID: padding))
+            }
+        }
+        return concatOrder(features, graph: graph, consumers: consumers)
     }
 
     /// The features in the order the model concatenates them (graph inputs may be listed in

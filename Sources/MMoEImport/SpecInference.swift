@@ -37,7 +37,10 @@ enum SpecInference {
         }
         notes.append(ImportNote(.inferred, "framework \(framework), model \(model) (from the checkpoint's key names)"))
 
-        if framework == "torch-rechub", let graphFeatures = keys.onnxFacts?.features {
+        if framework == "deepctr-torch", let columns = keys.onnxFacts?.features, columns.allSatisfy({ $0.column != nil }) {
+            return try fromPackedGraph(columns, facts: keys.onnxFacts ?? OnnxFacts(), keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+        }
+        if framework == "torch-rechub", let graphFeatures = keys.onnxFacts?.features, graphFeatures.allSatisfy({ $0.column == nil }) {
             return try fromGraph(graphFeatures, facts: keys.onnxFacts ?? OnnxFacts(), keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
         }
         // Tables in checkpoint order: feature order for torch.save, alphabetical for safetensors.
@@ -147,6 +150,75 @@ enum SpecInference {
         values["args"] = args
         let found = seen.compactMap { module in activation(module).map { "\(module) \($0)" } }
         if !found.isEmpty { notes.append(ImportNote(.inferred, "activations from the graph: \(found.joined(separator: ", "))")) }
+        return try ConversionSpec(values: values, file: "(conversion spec inferred from the ONNX graph)")
+    }
+
+    /// A DeepCTR-Torch conversion spec from an exported graph: the features are the column
+    /// ranges the graph slices out of the packed input (lookups make sparse and sequence
+    /// features, other slices dense ones), named after their tables (`dense_<column>` for
+    /// dense values); the activation from the first expert's nodes, task types from the
+    /// sigmoids on the output.
+    static func fromPackedGraph(
+        _ columns: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String, notes: inout [ImportNote]
+    ) throws(ImportError) -> ConversionSpec {
+        var features: [[String: Any]] = []
+        var described: [String] = []
+        var taken = Set<String>()
+        for feature in columns {
+            let column = feature.column ?? 0
+            guard let table = feature.table else {
+                let name = "dense_\(column)"
+                features.append(["name": name, "kind": "dense", "dimension": feature.width])
+                described.append("\(name) (dense x\(feature.width), column \(column))")
+                continue
+            }
+            var owner = table
+            if !keys.removedPrefix.isEmpty, owner.hasPrefix(keys.removedPrefix) { owner.removeFirst(keys.removedPrefix.count) }
+            guard owner.hasPrefix(tablePrefix), owner.hasSuffix(".weight"), let shape = keys.shape(owner), shape.count == 2 else {
+                throw ImportError.mismatch(path: path, reason: "columns from \(column) look up '\(table)', which is not a DeepCTR-Torch embedding table; pass --spec")
+            }
+            owner = String(owner.dropFirst(tablePrefix.count).dropLast(".weight".count))
+            let name = taken.insert(owner).inserted ? owner : "\(owner)_\(column)"
+            taken.insert(name)
+            var item: [String: Any] = ["name": name, "kind": feature.kind, "vocabulary_size": shape[0], "embedding_dim": shape[1]]
+            if name != owner { item["embedding_name"] = owner }
+            var text = "\(name) (\(feature.kind), column \(column)"
+            if name != owner { text += ", table \(owner)" }
+            if feature.kind == "sequence" {
+                item["maxlen"] = feature.maxLength ?? 1
+                item["combiner"] = feature.pooling ?? "sum"
+                text += ", \(feature.maxLength ?? 1) ids, \(feature.pooling ?? "sum") pooling"
+            }
+            features.append(item)
+            described.append(text + ")")
+        }
+        notes.append(ImportNote(.inferred, "features from the column ranges the graph slices out of its packed input, in column order: \(described.joined(separator: ", "))"))
+        notes.append(ImportNote(.assumed, "feature names: the table's name, or table_column when a table serves several features, dense_column for dense values"))
+
+        var values: [String: Any] = ["framework": "deepctr-torch", "model": model, "features": features]
+        var args: [String: Any] = [:]
+        let firstActivation: String
+        switch model {
+        case "PLE": firstActivation = "specific_experts.0.0.0.activation_layers.0"
+        case "ESMM": firstActivation = "ctr_dnn.activation_layers.0"
+        case "SharedBottom": firstActivation = "bottom_dnn.activation_layers.0"
+        default: firstActivation = "expert_dnn.0.activation_layers.0"
+        }
+        if let activation = facts.activations[keys.removedPrefix + firstActivation] {
+            args["dnn_activation"] = activation
+            notes.append(ImportNote(.inferred, "dnn_activation \(activation) (from \(firstActivation))"))
+        }
+        if model != "ESMM" {
+            let count = keys.count { "tower_dnn_final_layer.\($0).weight" }
+            let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
+            values["tasks"] = (0..<count).map { ["name": "task\($0)", "type": heads?[$0] == false ? "regression" : "binary"] }
+            if let heads {
+                notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
+            } else {
+                notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
+            }
+        }
+        values["args"] = args
         return try ConversionSpec(values: values, file: "(conversion spec inferred from the ONNX graph)")
     }
 

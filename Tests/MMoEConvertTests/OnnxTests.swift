@@ -68,6 +68,37 @@ struct OnnxTests {
         }
     }
 
+    /// DeepCTR-Torch exports: every file, converted without a conversion spec.
+    static let deepctrExports = exports.filter { $0.0.hasPrefix("deepctr_torch_") }
+
+    @Test("a DeepCTR-Torch export converts without a conversion spec: features from the packed input's column slices", arguments: deepctrExports)
+    func packedWithoutSpec(fixture: String, file: String) throws {
+        let folder = fixturesPath + "/torch/" + fixture
+        let result = try ModelImporter.load(path: folder + "/" + file)
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        // The fixture's features in column order, against the inferred ones: same kinds,
+        // widths, lengths and poolings; the names come from the tables.
+        let stated = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json").spec.features
+        try #require(model.spec.features.count == stated.count)
+        for (inferred, truth) in zip(model.spec.features, stated) {
+            #expect(inferred.kind == truth.kind && inferred.width == truth.width && inferred.maxLength == truth.maxLength && inferred.pooling == truth.pooling, "\(inferred.name) vs \(truth.name)")
+        }
+        let byName = try PredictionFiles.readInputs(folder + "/inputs.npz", spec: try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json").spec)
+        var inputs: [String: FeatureArray] = [:]
+        for (inferred, truth) in zip(model.spec.features, stated) { inputs[inferred.name] = byName[truth.name] }
+        let prediction = try model.predict(inputs)
+        let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
+        // Task names are not in the graph: task0 is the fixtures' first task (ctr), task1 the other.
+        let second = try #require(expected.keys.first { $0 != "ctr" })
+        let names = fixture == "deepctr_torch_esmm" ? ["ctr": "ctr", "ctcvr": "ctcvr"] : ["task0": "ctr", "task1": second]
+        #expect(Set(prediction.outputNames) == Set(names.keys))
+        for (ours, theirs) in names {
+            let got = try #require(prediction[ours])
+            let want = try #require(expected[theirs])
+            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(ours)[\(i)]") }
+        }
+    }
+
     @Test("the same model from .onnx and from .pt gives the same spec")
     func sameSpec() throws {
         for (fixture, file) in OnnxTests.exports {
