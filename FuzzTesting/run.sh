@@ -10,6 +10,8 @@ cd "$(dirname "$0")"
 target=${1:?target}
 seconds=${2:-600}
 mkdir -p .deps && ln -sfn ../.. .deps/swift-mmoe
+# SwiftPM can keep a stale build plan for the path dependency and miss files added to it.
+[ -n "${SKIP_BUILD:-}" ] || rm -f .build/release.yaml .build/release/description.json
 [ -n "${SKIP_BUILD:-}" ] || swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 bin=$(swift build -c release --product mmoe-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --show-bin-path)/mmoe-fuzz
 corpus=corpus/$target

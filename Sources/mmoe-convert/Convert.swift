@@ -12,9 +12,10 @@ struct Convert: ParsableCommand {
         discussion: """
             The input format is detected from the file's bytes: torch.save archives (.pt/.pth),
             safetensors, .npz, Keras HDF5 weights (.h5, .weights.h5) and .keras archives, TF2
-            checkpoints (the .index file), swift-mmoe .mmoe and HDF5. Checkpoints hold weights
-            only: describe the model with --spec (a conversion spec, see Docs/CONVERTING.md);
-            without one, torch-rechub and DeepCTR-Torch checkpoints are inferred. The converter says
+            checkpoints (the .index file), swift-mmoe .mmoe and HDF5; ONNX exports by their .onnx
+            name (external data beside them). Checkpoints hold weights only: describe the model
+            with --spec (a conversion spec, see Docs/CONVERTING.md); without one, torch-rechub and
+            DeepCTR-Torch checkpoints are inferred (ONNX exports of them from their graph). The converter says
             what it inferred from the checkpoint, what defaults it assumed and what it ignored.
             The output is written atomically (temporary file, fsync, rename).
 
@@ -22,6 +23,7 @@ struct Convert: ParsableCommand {
               mmoe-convert convert mmoe.pt --spec conversion.json -o mmoe.mmoe
               mmoe-convert convert mmoe.safetensors --spec conversion.json -o mmoe.h5
               mmoe-convert convert deepctr.h5 --spec conversion.json -o deepctr.mmoe
+              mmoe-convert convert mmoe.onnx -o mmoe.mmoe
               mmoe-convert convert mmoe.mmoe -o small.mmoe --dtype bf16 --quantize-embeddings int8
             """)
 

@@ -180,6 +180,28 @@ struct OnnxTests {
         #expect(reason("onnx_huge_shape.onnx")?.contains("invalid shape") == true)
     }
 
+    @Test("a graph with more than 2^20 nodes is refused before it is walked")
+    func nodeLimit() throws {
+        // ModelProto.graph (field 7) holding 2^20 + 1 empty NodeProtos (field 1, length 0).
+        let nodes = [UInt8](repeating: 0, count: 2 * ((1 << 20) + 1)).enumerated().map { $0.offset % 2 == 0 ? UInt8(0x0A) : 0 }
+        var length = nodes.count
+        var varint: [UInt8] = []
+        while length >= 0x80 {
+            varint.append(UInt8(length & 0x7F) | 0x80)
+            length >>= 7
+        }
+        varint.append(UInt8(length))
+        let folder = try TemporaryFolder()
+        let path = folder.file("many.onnx")
+        try Data([0x08, 0x08, 0x3A] + varint + nodes).write(to: URL(fileURLWithPath: path))
+        #expect {
+            _ = try OnnxReader.read(path: path)
+        } throws: { error in
+            guard case ImportError.limitExceeded(_, let what, let limit) = error else { return false }
+            return what == "ONNX nodes" && limit == 1 << 20
+        }
+    }
+
     @Test("every prefix of an ONNX model and every flipped byte of its header ends in a typed error or a model")
     func damagedSweep() throws {
         let source = fixturesPath + "/torch/deepctr_torch_esmm/model.legacy.onnx"
