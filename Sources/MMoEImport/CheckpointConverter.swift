@@ -71,7 +71,9 @@ struct CheckpointKeys {
         for name in order where !used.contains(name) {
             if name.hasSuffix("num_batches_tracked") { counters += 1; continue }
             // Exporter-made constants of an ONNX graph (epsilons, shapes), not parameters.
-            if format == "onnx", name.hasPrefix("val_") || name.hasPrefix("onnx::") || name.hasPrefix("_val_") || !name.contains(".") {
+            if format == "onnx", onnxFacts?.unnamedParameters.contains(name) != true,
+                name.hasPrefix("val_") || name.hasPrefix("onnx::") || name.hasPrefix("_val_") || !name.contains(".")
+            {
                 constants += 1
                 continue
             }

@@ -26,6 +26,9 @@ struct OnnxFacts: Sendable {
     var activations: [String: String] = [:]
     /// For each column of the graph's output: whether a sigmoid produces it.
     var sigmoidOutputs: [Bool]?
+    /// Constants used as parameters that have neither a name nor a module (kept under their
+    /// ONNX names; a conversion that leaves them unused is refused).
+    var unnamedParameters: Set<String> = []
 
     /// Operators that pass ids or values through unchanged in meaning.
     static let transparent: Set<String> = ["Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand"]

@@ -62,11 +62,13 @@ enum OnnxRecovery {
         var replaced = Set<String>()
         var examples: [String] = []
         var foldedNorms = 0
+        var unnamed: [String] = []
         func put(_ values: [Float], shape: [Int], module: String, suffix: String, from source: String, node: OnnxGraph.Node, how: String) throws(ImportError) {
+            // No module recorded (a top-level parameter, or a slice of one): the constant keeps
+            // its ONNX name and layout, for a native mapping to name.
             guard !module.isEmpty else {
-                throw .unsupported(
-                    path: path,
-                    reason: "node '\(node.name)' (\(node.op)) uses the unnamed constant '\(source)' as a parameter and records no module it belongs to; name it with a native mapping on '\(source)'")
+                if !unnamed.contains(source) { unnamed.append(source) }
+                return
             }
             let name = module + "." + suffix
             guard recovered[name] == nil, graph.constants[name] == nil else {
@@ -159,11 +161,16 @@ enum OnnxRecovery {
             notes.append(
                 ImportNote(.inferred, "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: \(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"))
         }
+        if !unnamed.isEmpty {
+            notes.append(
+                ImportNote(.inferred, "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout (\(unnamed.prefix(6).joined(separator: ", "))\(unnamed.count > 6 ? ", ..." : "")); a native mapping can name them"))
+        }
         if foldedNorms > 0 {
             notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))
         }
         var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "onnx")
         checkpoint.onnxFacts = OnnxFacts.gather(from: graph, walked: walked)
+        checkpoint.onnxFacts?.unnamedParameters = Set(unnamed)
         return (checkpoint, notes)
     }
 
