@@ -58,6 +58,10 @@ enum OnnxRecovery {
             throw .malformed(path: path, offset: nil, reason: "no graph output depends on the inputs \(graph.inputs)")
         }
 
+        // A constant is a named parameter only if it is an initializer with a real name;
+        // `Constant` node outputs and exporter-made names are not.
+        let initializers = Set(graph.initializers)
+        func isAnonymous(_ tensor: SourceTensor) -> Bool { !initializers.contains(tensor.name) || OnnxRecovery.isAnonymous(tensor.name) }
         var recovered: [String: SourceTensor] = [:]
         var replaced = Set<String>()
         var examples: [String] = []
@@ -102,7 +106,7 @@ enum OnnxRecovery {
                 let outputs = transposed ? b.shape[0] : b.shape[1]
                 if node.torchOperation.contains("batch_norm") { foldedNorms += 1 }
                 let module = node.scope.isEmpty || node.torchOperation.contains("batch_norm") ? moduleOf(b.name) : node.scope
-                if isAnonymous(b.name) {
+                if isAnonymous(b) {
                     var w = try floats(b, node: node)
                     if !transposed { w = transpose(w, rows: b.shape[0], columns: b.shape[1]) }
                     if alpha != 1 { w = w.map { $0 * alpha } }
@@ -111,41 +115,41 @@ enum OnnxRecovery {
                     throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) uses '\(b.name)' \(transposed ? "scaled by alpha \(alpha)" : "untransposed (transB = 0)"), not as a Linear weight")
                 }
                 if let c {
-                    if isAnonymous(c.name) {
+                    if isAnonymous(c) {
                         var bias = try floats(c, node: node)
                         if bias.count == 1, outputs > 1 { bias = Array(repeating: bias[0], count: outputs) }
                         guard bias.count == outputs else { throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a bias '\(c.name)' of shape \(c.shape) for \(outputs) outputs") }
                         if beta != 1 { bias = bias.map { $0 * beta } }
-                        let biasModule = isAnonymous(b.name) ? module : moduleOf(b.name)
+                        let biasModule = isAnonymous(b) ? module : moduleOf(b.name)
                         try put(bias, shape: [outputs], module: biasModule, suffix: "bias", from: c.name, node: node, how: "")
                     } else if beta != 1 {
                         throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) scales its bias '\(c.name)' by beta \(beta)")
                     }
                 }
             case "MatMul":
-                guard operands.count == 2, operands[0] == nil, let b = operands[1], isAnonymous(b.name), b.shape.count == 2 else { continue }
+                guard operands.count == 2, operands[0] == nil, let b = operands[1], isAnonymous(b), b.shape.count == 2 else { continue }
                 let (rows, columns) = (b.shape[0], b.shape[1])
                 try put(transpose(try floats(b, node: node), rows: rows, columns: columns), shape: [columns, rows], module: node.scope, suffix: "weight", from: b.name, node: node, how: " (transposed)")
                 // A Linear applied to a 3-D input: MatMul, then Add of the bias.
                 if let output = node.outputs.first, let next = consumers[output], next.count == 1, graph.nodes[next[0]].op == "Add" {
                     let add = graph.nodes[next[0]]
-                    if let other = add.inputs.first(where: { $0 != output }), let bias = constant(other), isAnonymous(bias.name), bias.count == columns {
+                    if let other = add.inputs.first(where: { $0 != output }), let bias = constant(other), isAnonymous(bias), bias.count == columns {
                         try put(try floats(bias, node: add), shape: [columns], module: node.scope, suffix: "bias", from: bias.name, node: add, how: "")
                     }
                 }
             case "PRelu":
-                guard operands.count == 2, operands[0] == nil, let slope = operands[1], isAnonymous(slope.name) else { continue }
+                guard operands.count == 2, operands[0] == nil, let slope = operands[1], isAnonymous(slope) else { continue }
                 let values = try floats(slope, node: node)
                 try put(values, shape: [values.count], module: node.scope, suffix: "weight", from: slope.name, node: node, how: "")
             case "BatchNormalization":
                 guard operands.count >= 5, operands[0] == nil else { continue }
                 for (position, suffix) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
-                    guard let tensor = operands[position], isAnonymous(tensor.name) else { continue }
+                    guard let tensor = operands[position], isAnonymous(tensor) else { continue }
                     let values = try floats(tensor, node: node)
                     try put(values, shape: [values.count], module: node.scope, suffix: suffix, from: tensor.name, node: node, how: "")
                 }
             case "Gather":
-                guard operands.count == 2, let table = operands[0], operands[1] == nil, isAnonymous(table.name), table.shape.count == 2, table.dtype.isFloat else { continue }
+                guard operands.count == 2, let table = operands[0], operands[1] == nil, isAnonymous(table), table.shape.count == 2, table.dtype.isFloat else { continue }
                 try put(try floats(table, node: node), shape: table.shape, module: node.scope, suffix: "weight", from: table.name, node: node, how: "")
             default:
                 continue

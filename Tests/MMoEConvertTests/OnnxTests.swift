@@ -201,6 +201,23 @@ struct OnnxTests {
         #expect(reason("onnx_huge_shape.onnx")?.contains("invalid shape") == true)
     }
 
+    @Test("initializers in every typed field and Constant nodes are read; unnamed ones get their module's name and layout")
+    func typedFields() throws {
+        let (checkpoint, notes) = try OnnxReader.read(path: fixturesPath + "/misc/typed_fields.onnx")
+        let expected = try NumpyArchive.read(path: fixturesPath + "/misc/typed_fields.npz")
+        #expect(checkpoint["emb.weight"]?.dtype == .f16 && checkpoint["other.weight"]?.dtype == .bf16 && checkpoint["lin.bias"]?.dtype == .f64)
+        for name in expected.keys.sorted() {
+            let array = try #require(expected[name])
+            let want = array.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            let tensor = try #require(checkpoint[name], "\(name)")
+            #expect(tensor.shape == array.shape, "\(name)")
+            #expect((0..<want.count).allSatisfy { Float(tensor.value($0)) == want[$0] }, "\(name)")
+        }
+        #expect(checkpoint["onnx::MatMul_9"] == nil)
+        #expect(checkpoint["shape"]?.dtype == .i64)
+        #expect(notes.contains { $0.message.contains("onnx::MatMul_9 → head.weight (transposed)") })
+    }
+
     @Test("a graph with more than 2^20 nodes is refused before it is walked")
     func nodeLimit() throws {
         // ModelProto.graph (field 7) holding 2^20 + 1 empty NodeProtos (field 1, length 0).
