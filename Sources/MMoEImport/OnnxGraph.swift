@@ -192,13 +192,7 @@ struct OnnxGraph {
             case (7, let r?): node.domain = reader.string(r)
             case (5, let r?): try attribute(bytes, range: r, path: path, into: &node)
             case (9, let r?):
-                var entry = ProtoReader(bytes, path: path, range: r)
-                var key = ""
-                var value = ""
-                while !entry.atEnd {
-                    let part = try entry.field()
-                    if part.number == 1, let p = part.range { key = entry.string(p) } else if part.number == 2, let p = part.range { value = entry.string(p) } else { try entry.skip(wire: part.wire) }
-                }
+                let (key, value) = try keyValue(bytes, range: r, path: path)
                 if key == "pkg.torch.onnx.name_scopes" { scopes = pythonStrings(value) }
             default:
                 try reader.skip(wire: field.wire)
@@ -213,6 +207,18 @@ struct OnnxGraph {
             node.scope = legacyScope(node.name)
         }
         return node
+    }
+
+    /// A StringStringEntryProto (`key` = 1, `value` = 2): metadata and external-data entries.
+    static func keyValue(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, path: String) throws(ImportError) -> (String, String) {
+        var entry = ProtoReader(bytes, path: path, range: range)
+        var key = ""
+        var value = ""
+        while !entry.atEnd {
+            let part = try entry.field()
+            if part.number == 1, let p = part.range { key = entry.string(p) } else if part.number == 2, let p = part.range { value = entry.string(p) } else { try entry.skip(wire: part.wire) }
+        }
+        return (key, value)
     }
 
     static func attribute(_ bytes: UnsafeRawBufferPointer, range: Range<Int>, path: String, into node: inout Node) throws(ImportError) {

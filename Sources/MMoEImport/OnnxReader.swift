@@ -89,13 +89,7 @@ public enum OnnxReader {
             case (8, 2, let r?): name = reader.string(r)
             case (9, 2, let r?): raw = r
             case (13, 2, let r?):
-                var entry = ProtoReader(bytes, path: path, range: r)
-                var key = ""
-                var value = ""
-                while !entry.atEnd {
-                    let part = try entry.field()
-                    if part.number == 1, let p = part.range { key = entry.string(p) } else if part.number == 2, let p = part.range { value = entry.string(p) } else { try entry.skip(wire: part.wire) }
-                }
+                let (key, value) = try OnnxGraph.keyValue(bytes, range: r, path: path)
                 external[key] = value
             default:
                 try reader.skip(wire: field.wire)

@@ -88,12 +88,9 @@ enum SpecInference {
         for feature in graphFeatures {
             var item: [String: Any] = ["name": feature.name, "kind": feature.kind]
             if let table = feature.table {
-                var owner = table
-                if !keys.removedPrefix.isEmpty, owner.hasPrefix(keys.removedPrefix) { owner.removeFirst(keys.removedPrefix.count) }
-                guard owner.hasPrefix(tablePrefix), owner.hasSuffix(".weight"), let shape = keys.shape(owner), shape.count == 2 else {
+                guard let (owner, shape) = tableOwner(table, keys: keys, tablePrefix: tablePrefix) else {
                     throw ImportError.mismatch(path: path, reason: "input '\(feature.name)' looks up '\(table)', which is not a torch-rechub embedding table; pass --spec")
                 }
-                owner = String(owner.dropFirst(tablePrefix.count).dropLast(".weight".count))
                 item["vocab_size"] = shape[0]
                 item["embed_dim"] = shape[1]
                 var text = "\(feature.name) (\(feature.kind)"
@@ -139,13 +136,7 @@ enum SpecInference {
             let count = keys.count { "towers.\($0).mlp.0.weight" }
             args["tower_params_list"] = (0..<count).map { params("towers.\($0).mlp.2") }
             seen += (0..<count).map { "towers.\($0).mlp.2" }
-            let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
-            values["tasks"] = (0..<count).map { ["name": "task\($0)", "type": heads?[$0] == false ? "regression" : "binary"] }
-            if let heads {
-                notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
-            } else {
-                notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
-            }
+            values["tasks"] = graphTasks(count: count, facts: facts, notes: &notes)
         }
         values["args"] = args
         let found = seen.compactMap { module in activation(module).map { "\(module) \($0)" } }
@@ -172,12 +163,9 @@ enum SpecInference {
                 described.append("\(name) (dense x\(feature.width), column \(column))")
                 continue
             }
-            var owner = table
-            if !keys.removedPrefix.isEmpty, owner.hasPrefix(keys.removedPrefix) { owner.removeFirst(keys.removedPrefix.count) }
-            guard owner.hasPrefix(tablePrefix), owner.hasSuffix(".weight"), let shape = keys.shape(owner), shape.count == 2 else {
+            guard let (owner, shape) = tableOwner(table, keys: keys, tablePrefix: tablePrefix) else {
                 throw ImportError.mismatch(path: path, reason: "columns from \(column) look up '\(table)', which is not a DeepCTR-Torch embedding table; pass --spec")
             }
-            owner = String(owner.dropFirst(tablePrefix.count).dropLast(".weight".count))
             let name = taken.insert(owner).inserted ? owner : "\(owner)_\(column)"
             taken.insert(name)
             var item: [String: Any] = ["name": name, "kind": feature.kind, "vocabulary_size": shape[0], "embedding_dim": shape[1]]
@@ -210,16 +198,31 @@ enum SpecInference {
         }
         if model != "ESMM" {
             let count = keys.count { "tower_dnn_final_layer.\($0).weight" }
-            let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
-            values["tasks"] = (0..<count).map { ["name": "task\($0)", "type": heads?[$0] == false ? "regression" : "binary"] }
-            if let heads {
-                notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
-            } else {
-                notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
-            }
+            values["tasks"] = graphTasks(count: count, facts: facts, notes: &notes)
         }
         values["args"] = args
         return try ConversionSpec(values: values, file: "(conversion spec inferred from the ONNX graph)")
+    }
+
+    /// The feature owning a looked-up table (`[model.]embedding_dict.item.weight` → `item`) and
+    /// the table's shape, when it is one of the framework's tables.
+    static func tableOwner(_ table: String, keys: CheckpointKeys, tablePrefix: String) -> (String, [Int])? {
+        var key = table
+        if !keys.removedPrefix.isEmpty, key.hasPrefix(keys.removedPrefix) { key.removeFirst(keys.removedPrefix.count) }
+        guard key.hasPrefix(tablePrefix), key.hasSuffix(".weight"), let shape = keys.shape(key), shape.count == 2 else { return nil }
+        return (String(key.dropFirst(tablePrefix.count).dropLast(".weight".count)), shape)
+    }
+
+    /// `count` tasks named task0 ...: binary where a sigmoid produces the output column,
+    /// regression where none does (binary for all when the graph does not say).
+    static func graphTasks(count: Int, facts: OnnxFacts, notes: inout [ImportNote]) -> [[String: Any]] {
+        let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
+        if let heads {
+            notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
+        } else {
+            notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
+        }
+        return (0..<count).map { ["name": "task\($0)", "type": heads?[$0] == false ? "regression" : "binary"] }
     }
 
     static func unknown(_ path: String) -> ImportError {

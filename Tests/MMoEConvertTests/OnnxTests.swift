@@ -5,6 +5,18 @@ import MMoERuntime
 import MMoETestSupport
 import Testing
 
+/// Requires every output `ours` of `prediction` to match the framework's output `theirs`
+/// within 1e-5 + 1e-4·|framework| (`names`: ours → theirs; by default the same names).
+func expectParity(_ prediction: Prediction, _ expected: [String: [Float]], names: [String: String]? = nil, _ label: String) throws {
+    let names = names ?? Dictionary(uniqueKeysWithValues: expected.keys.map { ($0, $0) })
+    #expect(Set(prediction.outputNames) == Set(names.keys), "\(label): outputs")
+    for (ours, theirs) in names {
+        let got = try #require(prediction[ours])
+        let want = try #require(expected[theirs])
+        for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(label) \(ours)[\(i)]") }
+    }
+}
+
 @Suite("ONNX exports")
 struct OnnxTests {
     /// Every exported model under fixtures/torch: (fixture, file). The stacked-parameter model
@@ -36,11 +48,7 @@ struct OnnxTests {
         let model = try Model(spec: result.spec, tensors: result.tensors)
         let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
         let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
-        #expect(Set(prediction.outputNames) == Set(expected.keys))
-        for (name, want) in expected {
-            let got = try #require(prediction[name])
-            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(name)[\(i)]") }
-        }
+        try expectParity(prediction, expected, "\(fixture)/\(file)")
     }
 
     /// torch-rechub exports: every file, converted without a conversion spec.
@@ -60,12 +68,7 @@ struct OnnxTests {
         let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
         // Task names are not in the graph: task0, task1 are the framework's outputs in order.
         let names = fixture == "rechub_esmm" ? ["cvr": "cvr", "ctr": "ctr", "ctcvr": "ctcvr"] : ["task0": "click", "task1": "watch"]
-        #expect(Set(prediction.outputNames) == Set(names.keys))
-        for (ours, theirs) in names {
-            let got = try #require(prediction[ours])
-            let want = try #require(expected[theirs])
-            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(ours)[\(i)]") }
-        }
+        try expectParity(prediction, expected, names: names, "\(fixture)/\(file)")
     }
 
     /// DeepCTR-Torch exports: every file, converted without a conversion spec.
@@ -91,12 +94,7 @@ struct OnnxTests {
         // Task names are not in the graph: task0 is the fixtures' first task (ctr), task1 the other.
         let second = try #require(expected.keys.first { $0 != "ctr" })
         let names = fixture == "deepctr_torch_esmm" ? ["ctr": "ctr", "ctcvr": "ctcvr"] : ["task0": "ctr", "task1": second]
-        #expect(Set(prediction.outputNames) == Set(names.keys))
-        for (ours, theirs) in names {
-            let got = try #require(prediction[ours])
-            let want = try #require(expected[theirs])
-            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture)/\(file) \(ours)[\(i)]") }
-        }
+        try expectParity(prediction, expected, names: names, "\(fixture)/\(file)")
     }
 
     @Test("the same model from .onnx and from .pt gives the same spec")
@@ -166,10 +164,7 @@ struct OnnxTests {
         let result = try ModelImporter.load(path: folder + "/model.legacy.onnx", conversionSpecPath: temporary.file("onnx.json"))
         let model = try Model(spec: result.spec, tensors: result.tensors)
         let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
-        for (name, want) in try PredictionFiles.readExpected(folder + "/outputs.npz") {
-            let got = try #require(prediction[name])
-            for i in want.indices { #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(name)[\(i)]") }
-        }
+        try expectParity(prediction, try PredictionFiles.readExpected(folder + "/outputs.npz"), "stacked legacy export")
     }
 
     @Test("hostile and damaged ONNX files are refused")
