@@ -85,6 +85,23 @@ struct CommandLineTests {
         #expect(checksums.stdout.contains("tensor checksums OK"))
     }
 
+    @Test("an ONNX export made by torch-rechub's helper converts without a spec and verifies")
+    func onnxWithoutSpec() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let esmm = fixturesPath + "/torch/rechub_esmm"
+        let model = folder.file("esmm.mmoe")
+        let convert = try mmoeConvert(["convert", esmm + "/model.rechub.onnx", "-o", model])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stderr.contains("source: onnx"))
+        #expect(convert.stderr.contains("inferred: features from the graph's inputs"))
+        #expect(convert.stderr.contains("hist_items (sequence, table of item_id, mean pooling, padding 0)"))
+        #expect(convert.stderr.contains("removed the 'model.' prefix"))
+        let verify = try mmoeConvert(["verify", model, "--inputs", esmm + "/inputs.npz", "--expected", esmm + "/outputs.npz"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(verify.stdout.contains("PASS: 3 outputs"))
+    }
+
     @Test("CSV inputs and outputs; HDF5 output; reduced precision and int8 embeddings")
     func formats() throws {
         let folder = try TemporaryFolder()
