@@ -195,8 +195,8 @@ struct OnnxFacts: Sendable {
         let reached = features.map { slots(from: $0.name) }
         func precedes(_ a: Int, _ b: Int) -> Bool? {
             let shared = Set(reached[a].keys).intersection(reached[b].keys).sorted()
-            for concat in shared where reached[a][concat] != reached[b][concat] {
-                return reached[a][concat]! < reached[b][concat]!
+            for concat in shared {
+                if let slotA = reached[a][concat], let slotB = reached[b][concat], slotA != slotB { return slotA < slotB }
             }
             return nil
         }

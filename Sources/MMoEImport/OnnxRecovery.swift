@@ -111,8 +111,10 @@ enum OnnxRecovery {
                     if !transposed { w = transpose(w, rows: b.shape[0], columns: b.shape[1]) }
                     if alpha != 1 { w = w.map { $0 * alpha } }
                     try put(w, shape: [outputs, w.count / max(outputs, 1)], module: module, suffix: "weight", from: b.name, node: node, how: transposed ? "" : " (transposed)")
-                } else if alpha != 1 || !transposed {
-                    throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) uses '\(b.name)' \(transposed ? "scaled by alpha \(alpha)" : "untransposed (transB = 0)"), not as a Linear weight")
+                } else if alpha != 1 {
+                    // A named parameter passes through as stored; a scaled one would not be the
+                    // parameter any more.
+                    throw .unsupported(path: path, reason: "node '\(node.name)' (Gemm) scales its weight '\(b.name)' by alpha \(alpha)")
                 }
                 if let c {
                     if isAnonymous(c) {
