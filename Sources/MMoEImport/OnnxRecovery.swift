@@ -64,6 +64,7 @@ enum OnnxRecovery {
         func isAnonymous(_ tensor: SourceTensor) -> Bool { !initializers.contains(tensor.name) || OnnxRecovery.isAnonymous(tensor.name) }
         var recovered: [String: SourceTensor] = [:]
         var replaced = Set<String>()
+        var sources: [String: String] = [:]
         var examples: [String] = []
         var foldedNorms = 0
         var unnamed: [String] = []
@@ -75,11 +76,14 @@ enum OnnxRecovery {
                 return
             }
             let name = module + "." + suffix
+            // A module applied twice (a shared layer) meets the same constant again.
+            if recovered[name] != nil, sources[name] == source { return }
             guard recovered[name] == nil, graph.constants[name] == nil else {
                 throw .mismatch(path: path, reason: "the unnamed constant '\(source)' of node '\(node.name)' would be '\(name)', which the graph already has")
             }
             recovered[name] = SourceTensor(name: name, dtype: .f32, shape: shape, storage: ByteStorage(copying: values.withUnsafeBytes { Array($0) }), byteOffset: 0)
             replaced.insert(source)
+            sources[name] = source
             if examples.count < 4 { examples.append("\(source) → \(name)\(how)") }
         }
         func floats(_ tensor: SourceTensor, node: OnnxGraph.Node) throws(ImportError) -> [Float] {
