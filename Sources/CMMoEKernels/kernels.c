@@ -11,20 +11,23 @@ size_t mmoe_packed_size(int k, int n) {
     return panels * NR * (size_t)k;
 }
 
-void mmoe_pack_bt(const float *w, int k, int n, float *packed) {
-    int panels = (n + NR - 1) / NR;
-    for (int p = 0; p < panels; p++) {
-        float *dst = packed + (size_t)p * NR * k;
-        for (int j = 0; j < NR; j++) {
-            int row = p * NR + j;
-            if (row < n) {
-                const float *src = w + (size_t)row * k;
-                for (int kk = 0; kk < k; kk++) dst[(size_t)kk * NR + j] = src[kk];
-            } else {
-                for (int kk = 0; kk < k; kk++) dst[(size_t)kk * NR + j] = 0.0f;
-            }
+/* Packs columns [k0, k1) of one panel (rows of w from `row0`, `rows` of them) with scalar
+ * code; returns non-zero when a value is infinite or NaN. */
+static unsigned int pack_panel_scalar(const unsigned char *bytes, int k, int row0, int rows, int k0, int k1, const float *scale, float *dst) {
+    unsigned int nonfinite = 0;
+    for (int kk = k0; kk < k1; kk++) {
+        float *out = dst + (size_t)kk * NR;
+        for (int j = 0; j < rows; j++) {
+            unsigned int bits;
+            memcpy(&bits, bytes + ((size_t)(row0 + j) * k + kk) * 4, 4);
+            nonfinite |= (bits & 0x7F800000u) == 0x7F800000u;
+            float value;
+            memcpy(&value, &bits, 4);
+            out[j] = scale ? value * scale[row0 + j] : value;
         }
+        for (int j = rows; j < NR; j++) out[j] = 0.0f;
     }
+    return nonfinite;
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -38,6 +41,52 @@ int mmoe_kernels_available(void) {
 /* One MR x NR tile over kc values of k. a points at row 0, column k0 (stride lda); bp at the
  * panel's row k0. out/ldo receive the tile; when accumulate is set the tile is added to what
  * out holds. The epilogue (bias, relu) runs when last is set. */
+/* A full 16-row panel, 8 values of k at a time: two 8x8 transposes per step. Returns the
+ * first k not packed (the scalar code does the rest) and sets *nonfinite. */
+__attribute__((target("avx2,fma")))
+static int pack_panel_avx2(const unsigned char *bytes, int k, int row0, const float *scale, float *dst, unsigned int *nonfinite) {
+    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
+    __m256i bad = _mm256_setzero_si256();
+    __m256 s0 = scale ? _mm256_loadu_ps(scale + row0) : _mm256_set1_ps(1.0f);
+    __m256 s1 = scale ? _mm256_loadu_ps(scale + row0 + 8) : _mm256_set1_ps(1.0f);
+    int kk = 0;
+    for (; kk + 8 <= k; kk += 8) {
+        for (int half = 0; half < 2; half++) {
+            __m256 r[8];
+            for (int j = 0; j < 8; j++) {
+                r[j] = _mm256_loadu_ps((const float *)(const void *)(bytes + ((size_t)(row0 + half * 8 + j) * k + kk) * 4));
+                bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(r[j]), exponent), exponent));
+            }
+            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 c[8];
+            c[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+            c[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+            c[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+            c[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+            c[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+            c[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+            c[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+            c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+            __m256 factor = half ? s1 : s0;
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(kk + i) * NR + half * 8, scale ? _mm256_mul_ps(c[i], factor) : c[i]);
+        }
+    }
+    *nonfinite |= _mm256_movemask_epi8(bad) != 0;
+    return kk;
+}
+
+static int mmoe_pack_fast(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+}
+
 __attribute__((target("avx2,fma")))
 static void tile(int kc, const float *a, int lda, const float *bp, float *out, int ldo,
                  int accumulate, int last, const float *bias, int relu) {
@@ -189,12 +238,40 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
 
 int mmoe_kernels_available(void) { return 0; }
 
+static int pack_panel_avx2(const unsigned char *bytes, int k, int row0, const float *scale, float *dst, unsigned int *nonfinite) {
+    (void)bytes; (void)k; (void)row0; (void)scale; (void)dst; (void)nonfinite;
+    return 0;
+}
+
+static int mmoe_pack_fast(void) { return 0; }
+
 void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
                              const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end) {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bias; (void)relu; (void)c; (void)ldc;
     (void)panel_begin; (void)panel_end;
 }
 #endif
+
+long long mmoe_pack_bt(const void *w, int k, int n, const float *scale, float *packed) {
+    const unsigned char *bytes = (const unsigned char *)w;
+    int panels = (n + NR - 1) / NR;
+    int fast = mmoe_pack_fast();
+    unsigned int nonfinite = 0;
+    for (int p = 0; p < panels; p++) {
+        float *dst = packed + (size_t)p * NR * k;
+        int rows = n - p * NR < NR ? n - p * NR : NR;
+        int done = (fast && rows == NR) ? pack_panel_avx2(bytes, k, p * NR, scale, dst, &nonfinite) : 0;
+        nonfinite |= pack_panel_scalar(bytes, k, p * NR, rows, done, k, scale, dst);
+    }
+    if (!nonfinite) return -1;
+    for (size_t i = 0; i < (size_t)n * k; i++) {
+        unsigned int bits;
+        memcpy(&bits, bytes + i * 4, 4);
+        if ((bits & 0x7F800000u) == 0x7F800000u) return (long long)i;
+    }
+    return -1;
+}
+
 
 void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,
                       const float *bias, const unsigned char *relu, float *c, int ldc) {

@@ -1,4 +1,5 @@
 import CMMoEKernels
+import MMoECore
 import Foundation
 
 /// The AVX2/FMA matrix-multiply kernel with weights packed at load time (x86-64 only; the
@@ -12,19 +13,57 @@ enum PackedKernel {
 
     /// Packs linear weights `[out, in]` that together form the `outputs` columns of one
     /// multiply (each piece starting at a multiple of 16) into the kernel's 16-column panels,
-    /// straight into the final buffer.
-    static func pack(pieces: [(column: Int, outputs: Int, weight: [Float])], outputs: Int, inputs: Int) -> [Float] {
+    /// straight into the final buffer: f32 tensors are read where they lie (the mapped file),
+    /// a folded batch norm is applied on the way, infinities and NaNs are refused.
+    static func pack(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
         let size = max(mmoe_packed_size(Int32(inputs), Int32(outputs)), 1)
-        var packed = [Float](repeating: 0, count: size)
-        packed.withUnsafeMutableBufferPointer { destination in
+        // When the pieces' panels tile the buffer, packing writes every float: no zero fill.
+        var next = 0
+        for piece in pieces.sorted(by: { $0.column < $1.column }) where piece.column == next { next += (piece.outputs + 15) / 16 * 16 }
+        let tiled = inputs > 0 && next == (outputs + 15) / 16 * 16
+        var failure: ModelError?
+        let fill = { (destination: UnsafeMutableBufferPointer<Float>) in
             guard let d = destination.baseAddress else { return }
-            for piece in pieces {
-                piece.weight.withUnsafeBufferPointer { source in
-                    // Panels of 16 columns, each `inputs` rows deep: the piece's first panel.
-                    if let s = source.baseAddress { mmoe_pack_bt(s, Int32(inputs), Int32(piece.outputs), d + piece.column * inputs) }
+            for piece in pieces where failure == nil {
+                let weight = piece.weight
+                // A single folded batch norm is applied by the packer; anything else first.
+                let direct = weight.tensor.dtype == .f32 && weight.rowScales.count <= 1
+                let values: [Float]
+                if direct {
+                    values = []
+                } else {
+                    do throws(ModelError) { values = try weight.materialized() } catch {
+                        failure = error
+                        return
+                    }
                 }
+                let scale = direct ? weight.rowScales.first ?? [] : []
+                let status: Int64 = scale.withUnsafeBufferPointer { factors in
+                    let target = d + piece.column * inputs
+                    if direct {
+                        guard let source = weight.tensor.rawBytes.baseAddress else { return -1 }
+                        // An empty array may still have a base address: no factors means NULL.
+                        return mmoe_pack_bt(source, Int32(inputs), Int32(piece.outputs), factors.isEmpty ? nil : factors.baseAddress, target)
+                    }
+                    return values.withUnsafeBytes { source in
+                        guard let base = source.baseAddress else { return -1 }
+                        return mmoe_pack_bt(base, Int32(inputs), Int32(piece.outputs), nil, target)
+                    }
+                }
+                if status >= 0 { failure = .nonFiniteTensor(name: weight.name, index: Int(status)) }
             }
         }
+        var packed: [Float]
+        if tiled {
+            packed = [Float](unsafeUninitializedCapacity: size) { buffer, initialized in
+                fill(buffer)
+                initialized = size
+            }
+        } else {
+            packed = [Float](repeating: 0, count: size)
+            packed.withUnsafeMutableBufferPointer { fill($0) }
+        }
+        if let failure { throw failure }
         return packed
     }
 }

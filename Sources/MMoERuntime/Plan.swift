@@ -73,12 +73,39 @@ struct InputPlan: Sendable {
     var table: Int?  // index into Model.tables
 }
 
+/// A linear layer's weight `[out, in]`: the model's tensor, and the per-row factors of the
+/// batch norms folded into it. On the packed path the tensor is read once, straight from the
+/// (mapped) file, while it is packed; nothing is copied before.
+struct DenseWeight {
+    let name: String
+    let tensor: Tensor
+    /// One array of per-row factors per folded batch norm, applied in order.
+    var rowScales: [[Float]] = []
+
+    var count: Int { tensor.elementCount }
+
+    /// The values with the batch norms folded in; refuses infinities and NaNs.
+    func materialized() throws(ModelError) -> [Float] {
+        var values = tensor.floats()
+        try values.withUnsafeMutableBufferPointer { (buffer: inout UnsafeMutableBufferPointer<Float>) throws(ModelError) in
+            for (index, value) in buffer.enumerated() where !value.isFinite { throw .nonFiniteTensor(name: name, index: index) }
+            let inWidth = buffer.count / max(rowScales.first?.count ?? 1, 1)
+            for factors in rowScales {
+                for (o, factor) in factors.enumerated() {
+                    for i in (o * inWidth)..<((o + 1) * inWidth) { buffer[i] *= factor }
+                }
+            }
+        }
+        return values
+    }
+}
+
 /// An MLP lowered to matrix multiplies with fused epilogues.
 struct CompiledMLP {
     struct DenseLayer {
         var inWidth: Int
         var outWidth: Int
-        var weight: [Float]  // [out, in], as stored
+        var weight: DenseWeight
         var ops: [PointwiseOp]  // starts with .bias when the layer has one
     }
     var prologue: [PointwiseOp] = []
@@ -106,15 +133,16 @@ struct PlanCompiler {
     /// fused into the multiply; segments start at multiples of 16 columns, so ReLU is decided
     /// per 16-column panel without touching a neighbour.
     mutating func appendDense(
-        input: View, pieces: [(column: Int, outputs: Int, weight: [Float])], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]
-    ) {
+        input: View, pieces: [(column: Int, outputs: Int, weight: DenseWeight)], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]
+    ) throws(ModelError) {
         guard packedKernel else {
             // BLAS wants one [total, in] matrix: each piece's rows at its column offset.
             var stacked = [Float](repeating: 0, count: input.width * output.width)
             let inWidth = input.width
             for piece in pieces {
+                let values = try piece.weight.materialized()
                 stacked.withUnsafeMutableBufferPointer { destination in
-                    piece.weight.withUnsafeBufferPointer { source in
+                    values.withUnsafeBufferPointer { source in
                         guard let d = destination.baseAddress, let s = source.baseAddress else { return }
                         (d + piece.column * inWidth).update(from: s, count: piece.outputs * inWidth)
                     }
@@ -143,7 +171,7 @@ struct PlanCompiler {
             }
             if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
         }
-        let packed = PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
+        let packed = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
         steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu)))
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
@@ -191,7 +219,7 @@ struct PlanCompiler {
         var result = CompiledMLP()
         var width = inputWidth
         // The linear waiting for a batch norm to fold (until the layer's first other op).
-        var pendingWeight: [Float]? = nil  // [out, in] as stored
+        var pendingWeight: DenseWeight? = nil
         var pendingBias: [Double]? = nil
         var pendingIn = 0
         func appendOp(_ op: PointwiseOp, to result: inout CompiledMLP) {
@@ -214,7 +242,8 @@ struct PlanCompiler {
                 continue
             case .linear(let units, let hasBias):
                 flush(&result)
-                pendingWeight = try floats(name("weight"))
+                guard let tensor = tensors[name("weight")] else { throw .missingTensor(name: name("weight"), expectedShape: []) }
+                pendingWeight = DenseWeight(name: name("weight"), tensor: tensor)
                 pendingBias = hasBias ? try floats(name("bias")).map { Double($0) } : nil
                 pendingIn = width
                 width = units
@@ -222,16 +251,8 @@ struct PlanCompiler {
             case .batchNorm(let eps, let affine):
                 let (scale, shift) = try batchNormAffine(path: path, index: index, eps: eps, affine: affine, width: width)
                 if var weight = pendingWeight {
-                    // Fold: W' = diag(scale)·W, b' = scale·b + shift.
-                    let inWidth = pendingIn
-                    weight.withUnsafeMutableBufferPointer { w in
-                        guard let base = w.baseAddress else { return }
-                        for o in 0..<width {
-                            let factor = Float(scale[o])
-                            let row = base + o * inWidth
-                            for i in 0..<inWidth { row[i] *= factor }
-                        }
-                    }
+                    // Fold: W' = diag(scale)·W (applied while packing), b' = scale·b + shift.
+                    weight.rowScales.append(scale.map { Float($0) })
                     pendingWeight = weight
                     let bias = pendingBias ?? Array(repeating: 0, count: width)
                     pendingBias = (0..<width).map { bias[$0] * scale[$0] + shift[$0] }
@@ -300,7 +321,7 @@ struct PlanCompiler {
                 total += (compiled[member].layers[0].outWidth + 15) / 16 * 16
             }
             let output = allocate(width: total)
-            var pieces: [(column: Int, outputs: Int, weight: [Float])] = []
+            var pieces: [(column: Int, outputs: Int, weight: DenseWeight)] = []
             var segments: [(column: Int, width: Int, ops: [PointwiseOp])] = []
             for (index, member) in members.enumerated() {
                 let layer = compiled[member].layers[0]
@@ -309,7 +330,7 @@ struct PlanCompiler {
                 segments.append((column, layer.outWidth, layer.ops))
                 started[member] = (View(buffer: output.buffer, column: column, width: layer.outWidth), 1)
             }
-            appendDense(input: input, pieces: pieces, output: output, segments: segments)
+            try appendDense(input: input, pieces: pieces, output: output, segments: segments)
         }
         for index in compiled.indices {
             let mlp = compiled[index]
@@ -330,7 +351,7 @@ struct PlanCompiler {
             while next < mlp.layers.count {
                 let layer = mlp.layers[next]
                 let output = allocate(width: layer.outWidth)
-                appendDense(input: current, pieces: [(0, layer.outWidth, layer.weight)], output: output, segments: [(0, layer.outWidth, layer.ops)])
+                try appendDense(input: current, pieces: [(0, layer.outWidth, layer.weight)], output: output, segments: [(0, layer.outWidth, layer.ops)])
                 current = output
                 next += 1
             }

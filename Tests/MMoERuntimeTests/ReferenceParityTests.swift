@@ -141,4 +141,24 @@ struct BlockingTests {
             expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
         }
     }
+
+    @Test("full 16-column panels with batch norms folded in, and k not a multiple of 8")
+    func foldedPanels() throws {
+        let spec = ModelSpec(
+            name: "panels", tables: [], features: [.dense("x", width: 45)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 48, bias: true), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: false), .batchNorm(eps: 1e-5, affine: false)]),
+                          MLP(layers: [.linear(units: 32, bias: false), .batchNorm(eps: 1e-3, affine: true), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        let tensors = try randomTensors(for: spec, seed: 21)
+        let model = try Model(spec: spec, tensors: tensors)
+        for rows in [1, 7, 64] {
+            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows) + 100)
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
+        }
+    }
 }

@@ -12,9 +12,12 @@ int mmoe_kernels_available(void);
 /// Floats needed to pack a row-major [k, n] matrix.
 size_t mmoe_packed_size(int k, int n);
 
-/// Packs w[n, k] (row-major, leading dimension k: PyTorch's [out, in] linear weight) into
-/// 16-column panels of the product's [k, n] right-hand side, zero padded.
-void mmoe_pack_bt(const float *w, int k, int n, float *packed);
+/// Packs w[n, k] (little-endian float32, row-major, leading dimension k: PyTorch's [out, in]
+/// linear weight; any alignment) into 16-column panels of the product's [k, n] right-hand
+/// side, zero padded, multiplying row r by scale[r] when scale is not NULL (a folded batch
+/// norm). Every float of the ceil(n/16) panels is written. Returns -1, or the index of the
+/// first infinite or NaN value of w.
+long long mmoe_pack_bt(const void *w, int k, int n, const float *scale, float *packed);
 
 /// c[m, n] (leading dimension ldc) = a[m, k] (leading dimension lda) x packed (+ bias[n]),
 /// then max(., 0) on the 16-column panels p where relu[p] is non-zero. bias and relu may be NULL.
