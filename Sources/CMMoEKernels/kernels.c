@@ -87,9 +87,19 @@ static int mmoe_pack_fast(void) {
     return __builtin_cpu_supports("avx2") != 0;
 }
 
-__attribute__((target("avx2,fma")))
-static void tile(int kc, const float *a, int lda, const float *bp, float *out, int ldo,
-                 int accumulate, int last, const float *bias, int relu) {
+/* Eight weights of a panel row: float32, or bfloat16 widened exactly (shifted into the high
+ * half of a float32). */
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256 load_b(const void *bp, size_t index, int bf16) {
+    if (bf16) {
+        __m128i half = _mm_loadu_si128((const __m128i *)(const void *)((const unsigned short *)bp + index));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+    }
+    return _mm256_loadu_ps((const float *)bp + index);
+}
+
+static inline __attribute__((always_inline, target("avx2,fma")))
+void tile_body(int kc, const float *a, int lda, const void *bp, float *out, int ldo,
+               int accumulate, int last, const float *bias, int relu, int bf16) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (accumulate) {
         c00 = _mm256_loadu_ps(out + 0 * ldo); c01 = _mm256_loadu_ps(out + 0 * ldo + 8);
@@ -103,8 +113,8 @@ static void tile(int kc, const float *a, int lda, const float *bp, float *out, i
     }
     const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
     for (int kk = 0; kk < kc; kk++) {
-        __m256 b0 = _mm256_loadu_ps(bp + (size_t)kk * NR);
-        __m256 b1 = _mm256_loadu_ps(bp + (size_t)kk * NR + 8);
+        __m256 b0 = load_b(bp, (size_t)kk * NR, bf16);
+        __m256 b1 = load_b(bp, (size_t)kk * NR + 8, bf16);
         __m256 x;
         x = _mm256_broadcast_ss(a0 + kk); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
         x = _mm256_broadcast_ss(a1 + kk); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
@@ -135,23 +145,34 @@ static void tile(int kc, const float *a, int lda, const float *bp, float *out, i
     _mm256_storeu_ps(out + 5 * ldo, c50); _mm256_storeu_ps(out + 5 * ldo + 8, c51);
 }
 
-/* A 1 x NR tile (batch-1 GEMV rows): two accumulators per half to hide FMA latency. */
 __attribute__((target("avx2,fma")))
-static void row_tile(int kc, const float *a, const float *bp, float *out, int accumulate, int last,
-                     const float *bias, int relu, int valid) {
+static void tile(int kc, const float *a, int lda, const float *bp, float *out, int ldo, int accumulate, int last, const float *bias, int relu) {
+    tile_body(kc, a, lda, bp, out, ldo, accumulate, last, bias, relu, 0);
+}
+
+__attribute__((target("avx2,fma")))
+static void tile_bf16(int kc, const float *a, int lda, const unsigned short *bp, float *out, int ldo, int accumulate, int last, const float *bias,
+                      int relu) {
+    tile_body(kc, a, lda, bp, out, ldo, accumulate, last, bias, relu, 1);
+}
+
+/* A 1 x NR tile (batch-1 GEMV rows): two accumulators per half to hide FMA latency. */
+static inline __attribute__((always_inline, target("avx2,fma")))
+void row_tile_body(int kc, const float *a, const void *bp, float *out, int accumulate, int last,
+                   const float *bias, int relu, int valid, int bf16) {
     __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
     int kk = 0;
     for (; kk + 1 < kc; kk += 2) {
         __m256 x = _mm256_broadcast_ss(a + kk), y = _mm256_broadcast_ss(a + kk + 1);
-        c0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR), c0);
-        c1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR + 8), c1);
-        d0 = _mm256_fmadd_ps(y, _mm256_loadu_ps(bp + (size_t)(kk + 1) * NR), d0);
-        d1 = _mm256_fmadd_ps(y, _mm256_loadu_ps(bp + (size_t)(kk + 1) * NR + 8), d1);
+        c0 = _mm256_fmadd_ps(x, load_b(bp, (size_t)kk * NR, bf16), c0);
+        c1 = _mm256_fmadd_ps(x, load_b(bp, (size_t)kk * NR + 8, bf16), c1);
+        d0 = _mm256_fmadd_ps(y, load_b(bp, (size_t)(kk + 1) * NR, bf16), d0);
+        d1 = _mm256_fmadd_ps(y, load_b(bp, (size_t)(kk + 1) * NR + 8, bf16), d1);
     }
     if (kk < kc) {
         __m256 x = _mm256_broadcast_ss(a + kk);
-        c0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR), c0);
-        c1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + (size_t)kk * NR + 8), c1);
+        c0 = _mm256_fmadd_ps(x, load_b(bp, (size_t)kk * NR, bf16), c0);
+        c1 = _mm256_fmadd_ps(x, load_b(bp, (size_t)kk * NR + 8, bf16), c1);
     }
     c0 = _mm256_add_ps(c0, d0);
     c1 = _mm256_add_ps(c1, d1);
@@ -168,8 +189,28 @@ static void row_tile(int kc, const float *a, const float *bp, float *out, int ac
     }
 }
 
-void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+__attribute__((target("avx2,fma")))
+static void row_tile(int kc, const float *a, const void *bp, float *out, int accumulate, int last, const float *bias, int relu, int valid, int bf16) {
+    if (bf16) {
+        row_tile_body(kc, a, bp, out, accumulate, last, bias, relu, valid, 1);
+    } else {
+        row_tile_body(kc, a, bp, out, accumulate, last, bias, relu, valid, 0);
+    }
+}
+
+/* One MR x NR tile over either kind of panel. */
+static inline __attribute__((always_inline)) void any_tile(int kc, const float *a, int lda, const void *bp, float *out, int ldo, int accumulate, int last, const float *bias, int relu,
+                     int bf16) {
+    if (bf16) {
+        tile_bf16(kc, a, lda, (const unsigned short *)bp, out, ldo, accumulate, last, bias, relu);
+    } else {
+        tile(kc, a, lda, (const float *)bp, out, ldo, accumulate, last, bias, relu);
+    }
+}
+
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                              const float *bias, const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    size_t element = bf16 ? 2 : 4;
     float abuf[MR * KC];
     float cbuf[MR * NR];
     float biasbuf[NR];
@@ -177,7 +218,7 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
         /* Row blocks keep the block of a in L2 while every panel passes over it. */
         for (int r0 = 0; r0 < m; r0 += MC) {
             int mc = m - r0 < MC ? m - r0 : MC;
-            mmoe_gemm_packed_panels(mc, n, k, a + (size_t)r0 * lda, lda, packed, bias, relus, c + (size_t)r0 * ldc, ldc,
+            mmoe_gemm_packed_panels(mc, n, k, a + (size_t)r0 * lda, lda, packed, bf16, bias, relus, c + (size_t)r0 * ldc, ldc,
                                     panel_begin, panel_end);
         }
         return;
@@ -187,7 +228,7 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
         int accumulate = k0 > 0;
         int last = k0 + kc >= k;
         for (int p = panel_begin; p < panel_end; p++) {
-            const float *bp = packed + (size_t)p * NR * k + (size_t)k0 * NR;
+            const void *bp = (const unsigned char *)packed + ((size_t)p * NR * k + (size_t)k0 * NR) * element;
             int col = p * NR;
             int valid = n - col < NR ? n - col : NR;
             int relu = relus ? relus[p] : 0;
@@ -204,7 +245,7 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
             int r = 0;
             if (m < MR) {
                 for (; r < m; r++) {
-                    row_tile(kc, a + (size_t)r * lda + k0, bp, c + (size_t)r * ldc + col, accumulate, last, pbias, relu, valid);
+                    row_tile(kc, a + (size_t)r * lda + k0, bp, c + (size_t)r * ldc + col, accumulate, last, pbias, relu, valid, bf16);
                 }
                 continue;
             }
@@ -212,11 +253,11 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
                 const float *ap = a + (size_t)r * lda + k0;
                 float *cp = c + (size_t)r * ldc + col;
                 if (valid == NR) {
-                    tile(kc, ap, lda, bp, cp, ldc, accumulate, last, pbias, relu);
+                    any_tile(kc, ap, lda, bp, cp, ldc, accumulate, last, pbias, relu, bf16);
                 } else {
                     for (int i = 0; i < MR; i++)
                         for (int j = 0; j < NR; j++) cbuf[i * NR + j] = (accumulate && j < valid) ? cp[(size_t)i * ldc + j] : 0.0f;
-                    tile(kc, ap, lda, bp, cbuf, NR, accumulate, last, pbias, relu);
+                    any_tile(kc, ap, lda, bp, cbuf, NR, accumulate, last, pbias, relu, bf16);
                     for (int i = 0; i < MR; i++) memcpy(cp + (size_t)i * ldc, cbuf + i * NR, (size_t)valid * sizeof(float));
                 }
             }
@@ -227,7 +268,7 @@ void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const
                 float *cp = c + (size_t)r * ldc + col;
                 for (int i = 0; i < MR; i++)
                     for (int j = 0; j < NR; j++) cbuf[i * NR + j] = (accumulate && i < rest && j < valid) ? cp[(size_t)i * ldc + j] : 0.0f;
-                tile(kc, abuf, kc, bp, cbuf, NR, accumulate, last, pbias, relu);
+                any_tile(kc, abuf, kc, bp, cbuf, NR, accumulate, last, pbias, relu, bf16);
                 for (int i = 0; i < rest; i++) memcpy(cp + (size_t)i * ldc, cbuf + i * NR, (size_t)valid * sizeof(float));
             }
         }
@@ -245,9 +286,9 @@ static int pack_panel_avx2(const unsigned char *bytes, int k, int row0, const fl
 
 static int mmoe_pack_fast(void) { return 0; }
 
-void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                              const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end) {
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bias; (void)relu; (void)c; (void)ldc;
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bf16; (void)bias; (void)relu; (void)c; (void)ldc;
     (void)panel_begin; (void)panel_end;
 }
 #endif
@@ -273,9 +314,34 @@ long long mmoe_pack_bt(const void *w, int k, int n, const float *scale, float *p
 }
 
 
-void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,
+void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                       const float *bias, const unsigned char *relu, float *c, int ldc) {
-    mmoe_gemm_packed_panels(m, n, k, a, lda, packed, bias, relu, c, ldc, 0, (n + NR - 1) / NR);
+    mmoe_gemm_packed_panels(m, n, k, a, lda, packed, bf16, bias, relu, c, ldc, 0, (n + NR - 1) / NR);
+}
+
+long long mmoe_pack_bt_bf16(const void *w, int k, int n, unsigned short *packed) {
+    const unsigned char *bytes = (const unsigned char *)w;
+    int panels = (n + NR - 1) / NR;
+    long long first = -1;
+    for (int p = 0; p < panels; p++) {
+        unsigned short *dst = packed + (size_t)p * NR * k;
+        int rows = n - p * NR < NR ? n - p * NR : NR;
+        for (int j = 0; j < rows; j++) {
+            const unsigned char *row = bytes + (size_t)(p * NR + j) * k * 2;
+            for (int kk = 0; kk < k; kk++) {
+                unsigned short bits;
+                memcpy(&bits, row + (size_t)kk * 2, 2);
+                if ((bits & 0x7F80u) == 0x7F80u) {
+                    long long index = (long long)(p * NR + j) * k + kk;
+                    if (first < 0 || index < first) first = index;
+                }
+                dst[(size_t)kk * NR + j] = bits;
+            }
+        }
+        for (int j = rows; j < NR; j++)
+            for (int kk = 0; kk < k; kk++) dst[(size_t)kk * NR + j] = 0;
+    }
+    return first;
 }
 
 /* ---- CRC-32C ------------------------------------------------------------------------------ */

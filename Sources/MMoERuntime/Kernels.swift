@@ -39,16 +39,17 @@ enum Kernels {
                     let reluBase = relu.isEmpty ? nil : relu.baseAddress
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
                     let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum ? min(threads, panels / 4) : 1
+                    let bf16: Int32 = step.packedBF16 ? 1 : 0
                     if splits <= 1 {
-                        mmoe_gemm_packed(Int32(rows), Int32(n), Int32(k), a, Int32(lda), packedBase, biasBase, reluBase, c, Int32(ldc))
+                        mmoe_gemm_packed(Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c, Int32(ldc))
                         return
                     }
-                    let addresses = PanelJob(a: a, packed: packedBase, bias: biasBase, relu: reluBase, c: c)
+                    let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
                     DispatchQueue.concurrentPerform(iterations: splits) { part in
                         let begin = panels * part / splits
                         let end = panels * (part + 1) / splits
                         mmoe_gemm_packed_panels(
-                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, addresses.bias, addresses.relu, addresses.c,
+                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, bf16, addresses.bias, addresses.relu, addresses.c,
                             Int32(ldc), Int32(begin), Int32(end))
                     }
                 }
@@ -241,7 +242,7 @@ enum Kernels {
 /// The pointers of one panel-split multiply, shared read-only (output panels are disjoint).
 private struct PanelJob: @unchecked Sendable {
     let a: UnsafePointer<Float>
-    let packed: UnsafePointer<Float>
+    let packed: UnsafeRawPointer
     let bias: UnsafePointer<Float>?
     let relu: UnsafePointer<UInt8>?
     let c: UnsafeMutablePointer<Float>

@@ -15,7 +15,37 @@ enum PackedKernel {
     /// multiply (each piece starting at a multiple of 16) into the kernel's 16-column panels,
     /// straight into the final buffer: f32 tensors are read where they lie (the mapped file),
     /// a folded batch norm is applied on the way, infinities and NaNs are refused.
-    static func pack(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
+    ///
+    /// Weights stored as bfloat16 (and not scaled by a folded batch norm) stay bfloat16 in the
+    /// panels — half the bytes for the kernel to stream, widened exactly as it reads them —
+    /// when every piece of the multiply is such a weight; the Bool says so.
+    static func pack(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> ([Float], Bool) {
+        if !pieces.isEmpty, pieces.allSatisfy({ $0.weight.tensor.dtype == .bf16 && $0.weight.rowScales.isEmpty }) {
+            return (try packBF16(pieces: pieces, outputs: outputs, inputs: inputs), true)
+        }
+        return (try packFloat(pieces: pieces, outputs: outputs, inputs: inputs), false)
+    }
+
+    /// bfloat16 panels, two values to a Float of the returned array.
+    static func packBF16(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
+        let halves = mmoe_packed_size(Int32(inputs), Int32(outputs))
+        var packed = [Float](repeating: 0, count: max((halves + 1) / 2, 1))
+        var failure: ModelError?
+        packed.withUnsafeMutableBytes { raw in
+            let destination = raw.bindMemory(to: UInt16.self)
+            guard let d = destination.baseAddress else { return }
+            for piece in pieces where failure == nil {
+                guard let source = piece.weight.tensor.rawBytes.baseAddress else { continue }
+                let status = mmoe_pack_bt_bf16(source, Int32(inputs), Int32(piece.outputs), d + piece.column * inputs)
+                if status >= 0 { failure = .nonFiniteTensor(name: piece.weight.name, index: Int(status)) }
+            }
+        }
+        if let failure { throw failure }
+        return packed
+    }
+
+    /// float32 panels.
+    static func packFloat(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
         let size = max(mmoe_packed_size(Int32(inputs), Int32(outputs)), 1)
         // When the pieces' panels tile the buffer, packing writes every float: no zero fill.
         var next = 0

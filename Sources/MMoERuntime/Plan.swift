@@ -33,12 +33,15 @@ struct GemmStep: Sendable {
     var output: View
     /// The weight `[output.width, input.width]` (the BLAS path; empty on the packed path).
     var weight: [Float]
-    /// The same weights packed for the AVX2 kernel (empty when the kernel is not used).
+    /// The same weights packed for the AVX2 kernel (empty when the kernel is not used): float32
+    /// panels, or bfloat16 panels two to a Float when `packedBF16`.
     var packed: [Float]
     /// Bias added in the epilogue (packed path only; empty: none).
     var bias: [Float]
     /// Per 16-column panel: apply ReLU in the epilogue (packed path only).
     var relu: [UInt8]
+    /// Whether `packed` holds bfloat16 panels (weights stored as bf16, no batch norm folded).
+    var packedBF16 = false
 }
 
 /// One step of the compiled program.
@@ -171,8 +174,8 @@ struct PlanCompiler {
             }
             if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
         }
-        let packed = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
-        steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu)))
+        let (packed, isBF16) = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
+        steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
 

@@ -142,6 +142,30 @@ struct BlockingTests {
         }
     }
 
+    @Test("bf16 weights: kept bf16 in the panels without batch norm, widened when one is folded")
+    func bf16Weights() throws {
+        let dense = ModelSpec(
+            name: "bf16", tables: [], features: [.dense("x", width: 45)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
+                          MLP(layers: [.linear(units: 37, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        var tensors = try randomTensors(for: dense, seed: 33)
+        for name in tensors.names where name.hasSuffix("weight") && !name.contains("norm") {
+            if let tensor = tensors[name], tensor.shape.count == 2 { tensors.set(try tensor.converted(to: .bf16), named: name) }
+        }
+        #expect(tensors["experts.0.layers.0.weight"]?.dtype == .bf16)
+        let model = try Model(spec: dense, tensors: tensors)
+        for rows in [1, 2, 7, 300] {
+            let batch = randomBatch(for: dense, rows: rows, seed: UInt64(rows) + 200)
+            let reference = ReferenceEvaluator(spec: dense, tensors: tensors).predict(batch, rows: rows)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
+        }
+    }
+
     @Test("full 16-column panels with batch norms folded in, and k not a multiple of 8")
     func foldedPanels() throws {
         let spec = ModelSpec(

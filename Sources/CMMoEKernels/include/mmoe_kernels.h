@@ -19,14 +19,21 @@ size_t mmoe_packed_size(int k, int n);
 /// first infinite or NaN value of w.
 long long mmoe_pack_bt(const void *w, int k, int n, const float *scale, float *packed);
 
+/// Packs w[n, k] (little-endian bfloat16, row-major, any alignment) into the same 16-column
+/// panels of bfloat16 values (2 bytes each), zero padded. Returns -1, or the index of the first
+/// infinite or NaN value of w.
+long long mmoe_pack_bt_bf16(const void *w, int k, int n, unsigned short *packed);
+
 /// c[m, n] (leading dimension ldc) = a[m, k] (leading dimension lda) x packed (+ bias[n]),
 /// then max(., 0) on the 16-column panels p where relu[p] is non-zero. bias and relu may be NULL.
-void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const float *packed,
+/// packed holds float32 panels, or bfloat16 panels when bf16 is non-zero (widened exactly as
+/// they are read; the arithmetic is float32).
+void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                       const float *bias, const unsigned char *relu, float *c, int ldc);
 
 /// The same for the 16-column panels [panel_begin, panel_end) only (to split one product's
 /// columns over threads).
-void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const float *packed,
+void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                              const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
 
 /// Continues a CRC-32C (Castagnoli) over `count` bytes. `state` is the running register (start
