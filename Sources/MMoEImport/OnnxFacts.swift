@@ -19,8 +19,8 @@ struct OnnxFacts: Sendable {
         var column: Int?
     }
 
-    /// One per graph input, in input order; nil when the inputs are not one per feature (a
-    /// packed input tensor, say).
+    /// The features in the order the model concatenates them (one per graph input), or in
+    /// column order (slices of one packed input); nil when the graph shows neither.
     var features: [Feature]?
     /// Module path → relu, sigmoid, leakyrelu or tanh (the first such node of the module).
     var activations: [String: String] = [:]
@@ -33,14 +33,8 @@ struct OnnxFacts: Sendable {
     /// Operators that pass ids or values through unchanged in meaning.
     static let transparent: Set<String> = ["Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand"]
 
-    static func gather(from graph: OnnxGraph, walked: [Int]) -> OnnxFacts {
+    static func gather(from graph: OnnxGraph, walked: [Int], producer: [String: Int], consumers: [String: [Int]]) -> OnnxFacts {
         var facts = OnnxFacts()
-        var consumers: [String: [Int]] = [:]
-        var producer: [String: Int] = [:]
-        for (index, node) in graph.nodes.enumerated() {
-            for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(index) }
-            for output in node.outputs where !output.isEmpty { producer[output] = index }
-        }
         let activationNames = ["Relu": "relu", "Sigmoid": "sigmoid", "LeakyRelu": "leakyrelu", "Tanh": "tanh"]
         for index in walked {
             let node = graph.nodes[index]

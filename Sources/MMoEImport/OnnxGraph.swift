@@ -40,6 +40,17 @@ struct OnnxGraph {
     /// The default-domain opset the model imports.
     var opset: Int?
 
+    /// For each value, the node producing it and the nodes reading it (indices into `nodes`).
+    func links() -> (producer: [String: Int], consumers: [String: [Int]]) {
+        var producer: [String: Int] = [:]
+        var consumers: [String: [Int]] = [:]
+        for (index, node) in nodes.enumerated() {
+            for output in node.outputs where !output.isEmpty { producer[output] = index }
+            for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(index) }
+        }
+        return (producer, consumers)
+    }
+
     /// Largest number of nodes or initializers read (far above any model of the family).
     static let maxEntries = 1 << 20
 

@@ -30,13 +30,9 @@ enum OnnxRecovery {
         }
         guard !graph.inputs.isEmpty else { throw .malformed(path: path, offset: nil, reason: "the ONNX graph has no inputs besides its initializers") }
 
-        // Producers, for following a constant through Identity nodes.
-        var producer: [String: Int] = [:]
-        var consumers: [String: [Int]] = [:]
-        for (index, node) in graph.nodes.enumerated() {
-            for output in node.outputs where !output.isEmpty { producer[output] = index }
-            for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(index) }
-        }
+        // Producers, for following a constant through Identity nodes; consumers, for the Add
+        // after a MatMul.
+        let (producer, consumers) = graph.links()
         func constant(_ name: String) -> SourceTensor? {
             var name = name
             for _ in 0..<64 {
@@ -179,7 +175,7 @@ enum OnnxRecovery {
             notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))
         }
         var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "onnx")
-        checkpoint.onnxFacts = OnnxFacts.gather(from: graph, walked: walked)
+        checkpoint.onnxFacts = OnnxFacts.gather(from: graph, walked: walked, producer: producer, consumers: consumers)
         checkpoint.onnxFacts?.unnamedParameters = Set(unnamed)
         return (checkpoint, notes)
     }
