@@ -37,11 +37,14 @@ enum SpecInference {
         }
         notes.append(ImportNote(.inferred, "framework \(framework), model \(model) (from the checkpoint's key names)"))
 
-        if framework == "deepctr-torch", let columns = keys.onnxFacts?.features, columns.allSatisfy({ $0.column != nil }) {
-            return try fromPackedGraph(columns, facts: keys.onnxFacts ?? OnnxFacts(), keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
-        }
-        if framework == "torch-rechub", let graphFeatures = keys.onnxFacts?.features, graphFeatures.allSatisfy({ $0.column == nil }) {
-            return try fromGraph(graphFeatures, facts: keys.onnxFacts ?? OnnxFacts(), keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+        // An ONNX graph shows the features (and more); a checkpoint alone does not.
+        if let facts = keys.onnxFacts, let graphFeatures = facts.features {
+            if framework == "deepctr-torch", graphFeatures.allSatisfy({ $0.column != nil }) {
+                return try fromPackedGraph(graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+            }
+            if framework == "torch-rechub", graphFeatures.allSatisfy({ $0.column == nil }) {
+                return try fromGraph(graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+            }
         }
         // Tables in checkpoint order: feature order for torch.save, alphabetical for safetensors.
         var features: [[String: Any]] = []
