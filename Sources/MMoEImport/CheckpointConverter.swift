@@ -240,12 +240,31 @@ enum CheckpointConverter {
             throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, keras-mmoe, native)")
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
+        try checkHeads(spec, against: keys.onnxFacts, path: path, conversionSpecPath: conversionSpecPath)
         do throws(ModelError) {
             try spec.validate(tensors: builder.store)
         } catch {
             throw .invalidModel(path: path, error)
         }
         return ImportResult(spec: spec, tensors: builder.store, notes: notes, source: format)
+    }
+
+    /// An exported graph shows which output columns pass through a sigmoid: a conversion spec
+    /// that calls such a task regression (or a raw column binary) would convert a different
+    /// model, so it is refused, naming the task. ESMM's derived outputs and graphs whose output
+    /// is not one column per task are not checked.
+    static func checkHeads(_ spec: ModelSpec, against facts: OnnxFacts?, path: String, conversionSpecPath: String) throws(ImportError) {
+        guard let sigmoids = facts?.sigmoidOutputs, spec.architecture.type != .esmm, sigmoids.count == spec.tasks.count else { return }
+        for (task, hasSigmoid) in zip(spec.tasks, sigmoids) {
+            switch (task.head, hasSigmoid) {
+            case (.sigmoid, false), (.identity, true):
+                throw .mismatch(
+                    path: conversionSpecPath,
+                    reason: "task '\(task.name)' is \(task.head == .sigmoid ? "binary (sigmoid)" : "regression (no sigmoid)") in the conversion spec, but the graph's output column \(spec.tasks.firstIndex { $0.name == task.name } ?? 0) \(hasSigmoid ? "passes through a sigmoid" : "has no sigmoid") (\(path))")
+            default:
+                continue
+            }
+        }
     }
 
     /// A table name derived from a checkpoint key owner ('.' and '/' are not allowed).

@@ -97,6 +97,22 @@ struct OnnxTests {
         try expectParity(prediction, expected, names: names, "\(fixture)/\(file)")
     }
 
+    @Test("a conversion spec whose task types contradict the graph's output sigmoids is refused")
+    func headsAgainstGraph() throws {
+        let folder = fixturesPath + "/torch/rechub_mmoe"
+        var conversion = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any])
+        conversion["tasks"] = [["name": "click", "type": "regression"], ["name": "watch", "type": "regression"]]
+        let temporary = try TemporaryFolder()
+        try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: temporary.file("swapped.json")))
+        #expect {
+            _ = try ModelImporter.load(path: folder + "/model.dynamo.onnx", conversionSpecPath: temporary.file("swapped.json"))
+        } throws: { error in
+            "\(error)".contains("task 'click' is regression (no sigmoid) in the conversion spec, but the graph's output column 0 passes through a sigmoid")
+        }
+        // The .pt cannot show it: the same spec converts (to a different model).
+        _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: temporary.file("swapped.json"))
+    }
+
     @Test("the same model from .onnx and from .pt gives the same spec")
     func sameSpec() throws {
         for (fixture, file) in OnnxTests.exports {
