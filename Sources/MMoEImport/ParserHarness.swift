@@ -60,9 +60,12 @@ public enum ParserHarness {
         case "keras":
             return (try? KerasH5Reader.read(path: file(".h5"))) != nil
         case "onnx":
-            // The graph walk and parameter recovery too; external data may only name files
-            // beside the scratch file.
-            guard let (checkpoint, _) = try? OnnxReader.read(path: file(".onnx")) else { return false }
+            // The graph walk and parameter recovery, then the conversion without a spec (the
+            // features, activations and heads read from the graph); external data may only
+            // name files beside the scratch file.
+            let path = file(".onnx")
+            guard let (checkpoint, _) = try? OnnxReader.read(path: path) else { return false }
+            _ = try? ModelImporter.load(path: path, format: .onnx)
             return !checkpoint.tensors.isEmpty
         case "model-spec":
             return (try? ModelSpec.decode(json: Array(bytes))) != nil
