@@ -161,7 +161,10 @@ public final class Model: Sendable {
 
     /// Checks names, dtypes and shapes; returns the batch size.
     private func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions) throws(PredictError) -> Int {
-        for name in batch.keys.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
+        // The first unknown name in sorted order (sorting only when there is one).
+        if batch.keys.contains(where: { featureIndex[$0] == nil }) {
+            for name in batch.keys.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
+        }
         if case .useRow(let row) = options.unknownIDs {
             for plan in inputs {
                 guard let table = plan.table else { continue }
