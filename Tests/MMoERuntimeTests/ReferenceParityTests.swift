@@ -134,11 +134,16 @@ struct BlockingTests {
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
         let tensors = try randomTensors(for: spec, seed: 12)
+        try expectMatchesReference(spec, tensors, rows: [1, 2, 5, 6, 7, 131, 300], seed: 0)
+    }
+
+    /// The compiled model against the reference evaluator for each batch size in `rows`.
+    func expectMatchesReference(_ spec: ModelSpec, _ tensors: TensorStore, rows: [Int], seed: UInt64) throws {
         let model = try Model(spec: spec, tensors: tensors)
-        for rows in [1, 2, 5, 6, 7, 131, 300] {
-            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows))
-            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
-            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
+        for count in rows {
+            let batch = randomBatch(for: spec, rows: count, seed: UInt64(count) + seed)
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: count)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: count)
         }
     }
 
@@ -158,12 +163,7 @@ struct BlockingTests {
             if let tensor = tensors[name], tensor.shape.count == 2 { tensors.set(try tensor.converted(to: .bf16), named: name) }
         }
         #expect(tensors["experts.0.layers.0.weight"]?.dtype == .bf16)
-        let model = try Model(spec: dense, tensors: tensors)
-        for rows in [1, 2, 7, 300] {
-            let batch = randomBatch(for: dense, rows: rows, seed: UInt64(rows) + 200)
-            let reference = ReferenceEvaluator(spec: dense, tensors: tensors).predict(batch, rows: rows)
-            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
-        }
+        try expectMatchesReference(dense, tensors, rows: [1, 2, 7, 300], seed: 200)
     }
 
     @Test("full 16-column panels with batch norms folded in, and k not a multiple of 8")
@@ -178,11 +178,6 @@ struct BlockingTests {
                 towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
         let tensors = try randomTensors(for: spec, seed: 21)
-        let model = try Model(spec: spec, tensors: tensors)
-        for rows in [1, 7, 64] {
-            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows) + 100)
-            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
-            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: rows)
-        }
+        try expectMatchesReference(spec, tensors, rows: [1, 7, 64], seed: 100)
     }
 }
