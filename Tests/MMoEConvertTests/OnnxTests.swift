@@ -17,6 +17,11 @@ func expectParity(_ prediction: Prediction, _ expected: [String: [Float]], names
     }
 }
 
+/// A fixture's conversion spec as JSON (to edit it in a test).
+func conversionJSON(_ folder: String) throws -> [String: Any] {
+    try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any])
+}
+
 @Suite("ONNX exports")
 struct OnnxTests {
     /// Every exported model under fixtures/torch: (fixture, file). The stacked-parameter model
@@ -60,8 +65,7 @@ struct OnnxTests {
         let result = try ModelImporter.load(path: folder + "/" + file)
         let model = try Model(spec: result.spec, tensors: result.tensors)
         // The graph names the features exactly as the conversion spec does.
-        let conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any]
-        let stated = try #require(conversion?["features"] as? [[String: Any]]).compactMap { $0["name"] as? String }
+        let stated = try #require(try conversionJSON(folder)["features"] as? [[String: Any]]).compactMap { $0["name"] as? String }
         #expect(Set(model.spec.features.map(\.name)) == Set(stated))
         #expect(result.notes.contains { $0.message.hasPrefix("features from the graph's inputs") })
         let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
@@ -81,12 +85,13 @@ struct OnnxTests {
         let model = try Model(spec: result.spec, tensors: result.tensors)
         // The fixture's features in column order, against the inferred ones: same kinds,
         // widths, lengths and poolings; the names come from the tables.
-        let stated = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json").spec.features
+        let statedSpec = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json").spec
+        let stated = statedSpec.features
         try #require(model.spec.features.count == stated.count)
         for (inferred, truth) in zip(model.spec.features, stated) {
             #expect(inferred.kind == truth.kind && inferred.width == truth.width && inferred.maxLength == truth.maxLength && inferred.pooling == truth.pooling, "\(inferred.name) vs \(truth.name)")
         }
-        let byName = try PredictionFiles.readInputs(folder + "/inputs.npz", spec: try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json").spec)
+        let byName = try PredictionFiles.readInputs(folder + "/inputs.npz", spec: statedSpec)
         var inputs: [String: FeatureArray] = [:]
         for (inferred, truth) in zip(model.spec.features, stated) { inputs[inferred.name] = byName[truth.name] }
         let prediction = try model.predict(inputs)
@@ -100,7 +105,7 @@ struct OnnxTests {
     @Test("a conversion spec whose task types contradict the graph's output sigmoids is refused")
     func headsAgainstGraph() throws {
         let folder = fixturesPath + "/torch/rechub_mmoe"
-        var conversion = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any])
+        var conversion = try conversionJSON(folder)
         conversion["tasks"] = [["name": "click", "type": "regression"], ["name": "watch", "type": "regression"]]
         let temporary = try TemporaryFolder()
         try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: temporary.file("swapped.json")))
@@ -168,7 +173,7 @@ struct OnnxTests {
         #expect(notes.contains { $0.message.contains("4 parameters have no name and no module") })
 
         // The user's way out: map the slices by their ONNX names (as `inspect --tensors` lists them).
-        var conversion = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any])
+        var conversion = try conversionJSON(folder)
         var mapping = try #require(conversion["mapping"] as? [[String: Any]]).filter { !(($0["from"] as? String) ?? "").contains("gate") }
         for (gate, (weight, bias)) in [("onnx::MatMul_48", "onnx::Add_49"), ("onnx::MatMul_50", "onnx::Add_51")].enumerated() {
             mapping.append(["from": "^\(weight)$", "to": "gates.\(gate).layers.0.weight", "transpose": true])
