@@ -208,11 +208,17 @@ enum CheckpointConverter {
         }
     }
 
+    /// Framework constructor arguments accepted in `args` that change nothing at inference.
+    static let trainingOnlyArgs = [
+        "dnn_dropout", "dropout", "l2_reg_embedding", "l2_reg_dnn", "l2_reg_linear", "seed", "init_std", "device", "gpus", "task_types",
+    ]
+
     static func convert(path: String, format: SourceFormat, conversionSpecPath: String?) throws(ImportError) -> ImportResult {
         var notes: [ImportNote] = []
         let checkpoint = try readWeights(path: path, format: format, notes: &notes)
         var keys = CheckpointKeys(checkpoint, notes: &notes)
         let conversion: ConversionSpec
+        let userSpec = conversionSpecPath != nil
         if let conversionSpecPath {
             conversion = try ConversionSpec(path: conversionSpecPath)
         } else {
@@ -238,6 +244,12 @@ enum CheckpointConverter {
             spec = try NativeMappingImporter.build(conversion: conversion, keys: &keys, builder: &builder, notes: &notes, path: path)
         default:
             throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, keras-mmoe, native)")
+        }
+        if userSpec {
+            // Constructor arguments that only matter while training.
+            conversion.args.acceptUnused(CheckpointConverter.trainingOnlyArgs)
+            let unused = try conversion.checkUnknownKeys()
+            if !unused.isEmpty { notes.append(ImportNote(.ignored, "training-only settings in the conversion spec: \(unused.joined(separator: ", "))")) }
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
         try checkHeads(spec, against: keys.onnxFacts, path: path, conversionSpecPath: conversionSpecPath)
@@ -342,6 +354,13 @@ enum CheckpointConverter {
                     emptyMaxValue: pooling == .max ? convention.emptyMax : nil))
         }
         return (tables, specFeatures)
+    }
+
+    /// Refuses a count argument of the conversion spec that disagrees with the checkpoint.
+    static func checkCount(_ args: JSONObject, _ key: String, _ found: Int, path: String) throws(ImportError) {
+        if let given = try args.int(key), given != found {
+            throw .mismatch(path: path, reason: "\(key) is \(given) in the conversion spec but the checkpoint has \(found)")
+        }
     }
 
     /// DeepCTR's ESMM naming (both ports): `task_names` = (ctr, ctcvr); the tasks are ctr and

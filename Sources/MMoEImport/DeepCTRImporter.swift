@@ -49,7 +49,11 @@ struct DeepCTRImporter {
         let prelus = DeepCTRImporter.sublayers(layer, kind: "p_re_lu", keys: keys)
         let dices = DeepCTRImporter.sublayers(layer, kind: "dice", keys: keys)
         guard norms.isEmpty || norms.count == count else { throw .mismatch(path: path, reason: "\(layer): \(norms.count) batch norms for \(count) layers") }
-        if count > 0, norms.isEmpty, try conversion.args.bool("dnn_use_bn") == true {
+        let useBN = try conversion.args.bool("dnn_use_bn")
+        if useBN == false, !norms.isEmpty {
+            throw .mismatch(path: path, reason: "\(layer): the conversion spec says dnn_use_bn false but the checkpoint has \(norms.count) BatchNormalization layers")
+        }
+        if count > 0, norms.isEmpty, useBN == true {
             throw .mismatch(
                 path: path,
                 reason: "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (Keras 3 drops the weights DeepCTR keeps in Python lists; re-save with tf-keras)")
@@ -154,6 +158,9 @@ struct DeepCTRImporter {
             let levels = keys.count { "level_\($0)_gate_softmax_specific_\(tasks[0].name)/kernel" }
             let specific = keys.count { "level_0_task_\(tasks[0].name)_expert_specific_\($0)/kernel0" }
             let shared = keys.count { "level_0_expert_shared_\($0)/kernel0" }
+            try CheckpointConverter.checkCount(args, "num_levels", levels, path: path)
+            try CheckpointConverter.checkCount(args, "specific_expert_num", specific, path: path)
+            try CheckpointConverter.checkCount(args, "shared_expert_num", shared, path: path)
             var pleLevels: [PLELevel] = []
             for l in 0..<levels {
                 var specificExperts: [[MLP]] = []

@@ -26,6 +26,12 @@ struct DeepCTRTorchImporter {
             let width = weight.shape[0]
             parts.append(.linear(weight: weight, bias: try keys.take("\(prefix).linears.\(k).bias", shape: [width])))
             let bn = "\(prefix).bn.\(k)"
+            switch (try conversion.args.bool("dnn_use_bn"), keys.has("\(bn).running_mean")) {
+            // An ONNX exporter may have folded the batch norm into the linear.
+            case (true, false) where keys.format != "onnx": throw .mismatch(path: path, reason: "\(prefix): the conversion spec says dnn_use_bn but the checkpoint has no \(bn)")
+            case (false, true): throw .mismatch(path: path, reason: "\(prefix): the conversion spec says dnn_use_bn false but the checkpoint has \(bn)")
+            default: break
+            }
             if keys.has("\(bn).running_mean") {
                 parts.append(
                     .batchNorm(
@@ -115,6 +121,8 @@ struct DeepCTRTorchImporter {
             }
             let shared = sharedGateShape[0] - tasks.count * specific
             guard shared >= 0, shared <= built else { throw .mismatch(path: path, reason: "the shared gate mixes \(sharedGateShape[0]) experts, which does not fit \(specific) specific experts per task") }
+            try CheckpointConverter.checkCount(args, "num_levels", levels, path: path)
+            try CheckpointConverter.checkCount(args, "specific_expert_num", specific, path: path)
             if let n = try args.int("shared_expert_num"), n != shared { throw .mismatch(path: path, reason: "shared_expert_num is \(n) but the shared gate implies \(shared)") }
             if built > shared {
                 notes.append(ImportNote(.ignored, "\(built - shared) unused shared experts per level (DeepCTR-Torch builds shared experts with the specific-expert count)"))

@@ -26,6 +26,8 @@ enum NativeMappingImporter {
         guard let specObject = try conversion.root.object("spec") else {
             throw conversion.root.fail("spec", "a native conversion needs the model spec")
         }
+        // The native spec is read whole by the model spec's own (strict) decoder.
+        conversion.root.ledger.takeWhole("spec")
         let spec: ModelSpec
         do {
             let data = try JSONSerialization.data(withJSONObject: specObject.values)

@@ -13,6 +13,7 @@ struct RechubImporter {
 
     /// An MLP at `<prefix>.mlp.*` whose hidden dims must equal `dims` when given.
     func mlp(_ prefix: String, params: JSONObject?, outputLayer: Bool, keys: inout CheckpointKeys, notes: inout [ImportNote]) throws(ImportError) -> [LayerPart] {
+        params?.acceptUnused(["dropout"])
         let parts = try mlp(prefix, activation: try params?.string("activation") ?? "relu", outputLayer: outputLayer, keys: &keys, notes: &notes)
         try checkDims(try params?.ints("dims"), parts, dropLast: outputLayer, what: prefix, path: path)
         return parts
