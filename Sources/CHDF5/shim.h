@@ -97,6 +97,53 @@ static inline int mmoe_h5_list_datasets(hid_t group, char *buf, size_t cap, size
     return status < 0 ? -1 : 0;
 }
 
+/* Checks a whole file before anything is read from it: no external or user-defined link
+ * anywhere, no dataset with external raw storage (H5Pset_external) or a virtual layout (VDS
+ * mapping other files), link paths at most max_depth deep and at most max_count links.
+ * The walk stops at the first problem, so its cost is bounded by the limits. */
+typedef struct {
+    size_t count; size_t max_count; int max_depth; int problem; char object[512];
+} mmoe_h5_scan;
+
+enum { MMOE_H5_SCAN_OK = 0, MMOE_H5_SCAN_EXTERNAL_LINK = 1, MMOE_H5_SCAN_USER_LINK = 2, MMOE_H5_SCAN_EXTERNAL_STORAGE = 3,
+       MMOE_H5_SCAN_VIRTUAL = 4, MMOE_H5_SCAN_TOO_DEEP = 5, MMOE_H5_SCAN_TOO_MANY = 6, MMOE_H5_SCAN_ERROR = 7 };
+
+static inline herr_t mmoe_h5_scan_cb(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    mmoe_h5_scan *s = (mmoe_h5_scan *)data;
+    int depth = 1;
+    for (const char *c = name; *c; c++) if (*c == '/') depth++;
+    snprintf(s->object, sizeof s->object, "/%s", name);
+    if (++s->count > s->max_count) { s->problem = MMOE_H5_SCAN_TOO_MANY; return 1; }
+    if (depth > s->max_depth) { s->problem = MMOE_H5_SCAN_TOO_DEEP; return 1; }
+    if (info->type == H5L_TYPE_EXTERNAL) { s->problem = MMOE_H5_SCAN_EXTERNAL_LINK; return 1; }
+    if (info->type != H5L_TYPE_HARD && info->type != H5L_TYPE_SOFT) { s->problem = MMOE_H5_SCAN_USER_LINK; return 1; }
+    if (info->type == H5L_TYPE_SOFT) return 0;
+    hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+    if (obj < 0) { s->problem = MMOE_H5_SCAN_ERROR; return 1; }
+    if (H5Iget_type(obj) == H5I_DATASET) {
+        hid_t dcpl = H5Dget_create_plist(obj);
+        if (dcpl < 0) { H5Oclose(obj); s->problem = MMOE_H5_SCAN_ERROR; return 1; }
+        if (H5Pget_layout(dcpl) == H5D_VIRTUAL) s->problem = MMOE_H5_SCAN_VIRTUAL;
+        else if (H5Pget_external_count(dcpl) != 0) s->problem = MMOE_H5_SCAN_EXTERNAL_STORAGE;
+        H5Pclose(dcpl);
+    }
+    H5Oclose(obj);
+    return s->problem ? 1 : 0;
+}
+
+/// Scans the file `file` from its root; returns one of the MMOE_H5_SCAN_* codes and names
+/// the offending object in `object` (NUL-terminated, at most `cap` bytes).
+static inline int mmoe_h5_scan_file(hid_t file, size_t max_count, int max_depth, char *object, size_t cap) {
+    mmoe_h5_scan s;
+    memset(&s, 0, sizeof s);
+    s.max_count = max_count;
+    s.max_depth = max_depth;
+    herr_t status = H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, mmoe_h5_scan_cb, &s);
+    if (cap > 0) { strncpy(object, s.object, cap - 1); object[cap - 1] = 0; }
+    if (s.problem) return s.problem;
+    return status < 0 ? MMOE_H5_SCAN_ERROR : MMOE_H5_SCAN_OK;
+}
+
 /// Whether the link `name` exists below `loc` (checking each path component).
 static inline int mmoe_h5_exists(hid_t loc, const char *name) {
     return H5Lexists(loc, name, H5P_DEFAULT) > 0;

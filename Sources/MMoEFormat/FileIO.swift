@@ -11,10 +11,44 @@ package enum FileIO {
     static func errnoText() -> String { String(cString: strerror(errno)) }
 
     /// Maps a whole regular file read-only. The mapping is released when the storage dies.
+    /// The file is opened without blocking (a FIFO or device never hangs the open) and
+    /// refused unless it is a regular file.
     package static func map(path: String) throws(FormatError) -> ByteStorage {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .io(path: path, operation: "open", reason: errnoText()) }
         defer { close(fd) }
+        return try map(fd: fd, path: path)
+    }
+
+    /// Maps the side file `relative` (a model's external data, a checkpoint's data shard) that
+    /// must lie inside `folder`: every component is opened with `O_NOFOLLOW` below the folder,
+    /// so no symbolic link (of the file or of any directory on the way), no `..`, no absolute
+    /// path and nothing but a regular file is accepted.
+    package static func mapBeneath(folder: String, relative: String) throws(FormatError) -> ByteStorage {
+        let shown = folder.isEmpty ? relative : folder + "/" + relative
+        let components = relative.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard !relative.hasPrefix("/"), !components.isEmpty, components.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.contains("\0") }) else {
+            throw .io(path: shown, operation: "open", reason: "the side file's path must stay inside the model's folder (no absolute path, '..', '.' or empty component)")
+        }
+        var current = open(folder.isEmpty ? "." : folder, O_RDONLY | O_CLOEXEC | O_DIRECTORY)
+        guard current >= 0 else { throw .io(path: folder, operation: "open", reason: errnoText()) }
+        for (index, component) in components.enumerated() {
+            let last = index == components.count - 1
+            let flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (last ? O_NONBLOCK : O_DIRECTORY)
+            let next = openat(current, component, flags)
+            let failure = errno
+            close(current)
+            guard next >= 0 else {
+                let reason = failure == ELOOP || failure == ENOTDIR ? "'\(component)' is a symbolic link or not a directory; side files must be regular files inside the model's folder" : String(cString: strerror(failure))
+                throw .io(path: shown, operation: "open", reason: reason)
+            }
+            current = next
+        }
+        defer { close(current) }
+        return try map(fd: current, path: shown)
+    }
+
+    private static func map(fd: Int32, path: String) throws(FormatError) -> ByteStorage {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .io(path: path, operation: "stat", reason: errnoText()) }
         guard (info.st_mode & S_IFMT) == S_IFREG else { throw .io(path: path, operation: "read", reason: "not a regular file") }

@@ -10,6 +10,10 @@ public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidLayout(path: String, object: String, reason: String)
     /// A soft, external or user-defined link: refused (it could make us open other files).
     case unsafeLink(path: String, group: String)
+    /// An object that would make the library read another file (external link, external
+    /// raw storage, virtual dataset) or that exceeds a structural limit; refused before any
+    /// data is read.
+    case unsafeObject(path: String, object: String, reason: String)
     /// The spec or tensors were rejected.
     case invalidModel(path: String, ModelError)
     /// Creating or replacing the file failed.
@@ -21,6 +25,7 @@ public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): HDF5 \(operation)\(object.map { " of '\($0)'" } ?? "") failed: \(stack.isEmpty ? "no details" : stack)"
         case .invalidLayout(let path, let object, let reason): "\(path): '\(object)': \(reason)"
         case .unsafeLink(let path, let group): "\(path): '\(group)' contains a soft or external link, which is refused"
+        case .unsafeObject(let path, let object, let reason): "\(path): '\(object)': \(reason)"
         case .invalidModel(let path, let error): "\(path): \(error)"
         case .io(let error): error.description
         }

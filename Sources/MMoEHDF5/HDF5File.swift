@@ -42,8 +42,38 @@ public final class HDF5File: @unchecked Sendable {
                 throw .invalidLayout(path: path, object: "/", reason: "not an HDF5 file (or unreadable)")
             }
             let id = try HDF5Library.check(H5Fopen(path, mmoe_h5f_acc_rdonly(), mmoe_h5p_default()), path: path, "open")
-            return .file(id)
+            let file = HDF5Handle.file(id)
+            try HDF5File.scan(id, path: path)
+            return file
         }
+    }
+
+    /// Most links a file may hold (groups, datasets and links together).
+    public static let maxLinks = 1_000_000
+    /// Deepest link path accepted (`/a/b/c` is 3).
+    public static let maxDepth = 64
+
+    /// Refuses, before anything is read, every object that would make libhdf5 open another
+    /// file (external or user-defined links, external raw storage, virtual datasets) and files
+    /// nested deeper or holding more links than the limits.
+    static func scan(_ file: hid_t, path: String) throws(HDF5Error) {
+        var object = [CChar](repeating: 0, count: 512)
+        let status = object.withUnsafeMutableBufferPointer { mmoe_h5_scan_file(file, maxLinks, Int32(maxDepth), $0.baseAddress, $0.count) }
+        let name = String(decoding: object.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let reason: String
+        switch Int(status) {
+        case MMOE_H5_SCAN_OK: return
+        case MMOE_H5_SCAN_EXTERNAL_LINK: reason = "an external link (to another file) is refused"
+        case MMOE_H5_SCAN_USER_LINK: reason = "a user-defined link is refused"
+        case MMOE_H5_SCAN_EXTERNAL_STORAGE: reason = "a dataset whose data lives in other files (external storage) is refused"
+        case MMOE_H5_SCAN_VIRTUAL: reason = "a virtual dataset (mapping other files) is refused"
+        case MMOE_H5_SCAN_TOO_DEEP: reason = "nested deeper than \(maxDepth) levels"
+        case MMOE_H5_SCAN_TOO_MANY: reason = "the file holds more than \(maxLinks) links"
+        default:
+            throw .library(path: path, operation: "scan", object: name.isEmpty ? "/" : name, stack: HDF5Library.stackText())
+        }
+        _ = HDF5Library.stackText()
+        throw .unsafeObject(path: path, object: name.isEmpty ? "/" : name, reason: reason)
     }
 
     /// Whether an object exists at `object` (every component is checked, no error if absent).

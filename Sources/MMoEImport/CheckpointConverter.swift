@@ -69,7 +69,8 @@ struct CheckpointKeys {
         var lossWeights: [String] = []
         var constants = 0
         for name in order where !used.contains(name) {
-            if name.hasSuffix("num_batches_tracked") { counters += 1; continue }
+            // BatchNorm's batch counter; an AveragedModel's (SWA/EMA) count of averaged steps.
+            if name.hasSuffix("num_batches_tracked") || name == "n_averaged" { counters += 1; continue }
             // Exporter-made constants of an ONNX graph (epsilons, shapes), not parameters.
             if format == "onnx", onnxFacts?.unnamedParameters.contains(name) != true,
                 name.hasPrefix("val_") || name.hasPrefix("onnx::") || name.hasPrefix("_val_") || !name.contains(".")
@@ -80,7 +81,7 @@ struct CheckpointKeys {
             if name.hasPrefix("loss weight") || name.hasPrefix("loss_weight") { lossWeights.append(name); continue }
             throw .mismatch(path: path, reason: "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)")
         }
-        if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) BatchNorm num_batches_tracked counters")) }
+        if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) training counters (BatchNorm num_batches_tracked, n_averaged)")) }
         if constants > 0 { notes.append(ImportNote(.ignored, "\(constants) constants the ONNX exporter stored as initializers")) }
         if !lossWeights.isEmpty { notes.append(ImportNote(.ignored, "trainer loss weights: \(lossWeights.joined(separator: ", "))")) }
     }
@@ -181,7 +182,11 @@ enum CheckpointConverter {
         case .keras:
             return try KerasH5Reader.read(path: path)
         case .tfCheckpoint:
-            return try TFCheckpointReader.read(path: path)
+            let checkpoint = try TFCheckpointReader.read(path: path)
+            if checkpoint.trainingState > 0 {
+                notes.append(ImportNote(.ignored, "training state: \(checkpoint.trainingState) optimizer variables and counters (Adam slots, iteration, learning rate, save_counter)"))
+            }
+            return checkpoint
         case .onnx:
             let (checkpoint, readNotes) = try OnnxReader.read(path: path)
             notes += readNotes
@@ -253,6 +258,7 @@ enum CheckpointConverter {
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
         try checkHeads(spec, against: keys.onnxFacts, path: path, conversionSpecPath: conversionSpecPath)
+        try checkPReLUs(spec, against: keys.onnxFacts, path: path)
         do throws(ModelError) {
             try spec.validate(tensors: builder.store)
         } catch {
@@ -276,6 +282,30 @@ enum CheckpointConverter {
             default:
                 continue
             }
+        }
+    }
+
+    /// Every MLP of an architecture.
+    static func mlps(_ architecture: Architecture) -> [MLP] {
+        var all = architecture.towers + (architecture.experts ?? []) + (architecture.gates ?? [])
+        all += [architecture.bottom, architecture.gate].compactMap { $0 }
+        for level in architecture.levels ?? [] {
+            all += level.specificExperts.flatMap { $0 } + level.sharedExperts + level.specificGates + [level.sharedGate].compactMap { $0 }
+        }
+        return all
+    }
+
+    /// A graph's PReLU nodes must all have become PReLU layers: a slope the conversion could
+    /// not place would otherwise leave a ReLU (or nothing) where the graph has a PReLU.
+    static func checkPReLUs(_ spec: ModelSpec, against facts: OnnxFacts?, path: String) throws(ImportError) {
+        guard let facts, !facts.preluSlopes.isEmpty else { return }
+        let layers = mlps(spec.architecture).reduce(0) { count, mlp in
+            count + mlp.layers.filter { if case .prelu = $0 { true } else { false } }.count
+        }
+        guard layers >= facts.preluSlopes.count else {
+            throw .mismatch(
+                path: path,
+                reason: "the graph has \(facts.preluSlopes.count) PRelu nodes but only \(layers) became PReLU layers (slopes: \(facts.preluSlopes.sorted().prefix(6).joined(separator: ", "))); name them with a conversion spec's mapping")
         }
     }
 

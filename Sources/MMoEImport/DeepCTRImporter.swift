@@ -56,7 +56,7 @@ struct DeepCTRImporter {
         if count > 0, norms.isEmpty, useBN == true {
             throw .mismatch(
                 path: path,
-                reason: "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (Keras 3 drops the weights DeepCTR keeps in Python lists; re-save with tf-keras)")
+                reason: "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)")
         }
         var parts: [LayerPart] = []
         for i in 0..<count {
@@ -87,7 +87,10 @@ struct DeepCTRImporter {
                 case "sigmoid": parts.append(.plain(.sigmoid))
                 case "tanh": parts.append(.plain(.tanh))
                 case "linear": break
-                case "prelu", "dice": throw .mismatch(path: path, reason: "\(layer): activation \(activation) but no \(activation) weights for layer \(i)")
+                case "prelu", "dice":
+                    throw .mismatch(
+                        path: path,
+                        reason: "\(layer): activation \(activation) but the checkpoint has no \(activation) weights for hidden layer \(i) (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)")
                 default: throw .unsupported(path: conversion.file, reason: "DeepCTR activation '\(activation)'")
                 }
             }
@@ -116,10 +119,10 @@ struct DeepCTRImporter {
             + features.filter { $0.kind == .dense }.map(\.name)
         let args = conversion.args
         let activation = try args.string("dnn_activation") ?? "relu"
-        if keys.format == "keras3", try args.bool("dnn_use_bn") == true || ["prelu", "dice"].contains(activation.lowercased()) {
+        if keys.format == "tf-checkpoint-keras3" {
             throw .unsupported(
                 path: path,
-                reason: "under Keras 3, DeepCTR keeps BatchNormalization, PReLU and Dice layers in Python lists and their weights are missing from the file; re-save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
+                reason: "a TF checkpoint written by Keras 3 lacks every weight DeepCTR keeps in Python lists (DNN kernels and biases, batch norms, PReLU, Dice); convert the model's .weights.h5 or .keras file instead")
         }
         let expertDims = try args.ints("expert_dnn_hidden_units")
         let gateDims = try args.ints("gate_dnn_hidden_units")

@@ -18,14 +18,21 @@ public enum KerasH5Reader {
         case "prediction_layer": return count == 1 ? ["global_bias"] : nil
         case "batch_normalization": return count == 4 ? ["gamma", "beta", "moving_mean", "moving_variance"] : count == 2 ? ["moving_mean", "moving_variance"] : nil
         case "p_re_lu": return count == 1 ? ["alpha"] : nil
+        case "dice": return count == 1 ? ["dice_alpha"] : nil
         default: return nil
         }
     }
 
     /// Keras 3 `.weights.h5`: groups by class (`layers/dnn_2/vars/0`), the real layer name in
     /// the `name` attribute of `vars`. Variables become `<layer name>/<variable>` as in Keras 2.
+    ///
+    /// Sub-layers a layer keeps in Python lists (DeepCTR's batch norms, PReLU and Dice) are
+    /// saved nested under their owner, named by class and position in the list
+    /// (`layers/dnn_2/bn_layers/batch_normalization_1/vars`, `.../activation_layers/dice/bn/vars`):
+    /// they become `<owner>/<component>/<variable>` (`expert_0/batch_normalization_1/gamma`,
+    /// `expert_0/dice/batch_normalization/moving_mean`), the names Keras 2 files give them.
     static func readKeras3(_ file: HDF5File, path: String) throws -> SourceCheckpoint {
-        var tensors: [SourceTensor] = []
+        var tensors: [(order: Int, tensor: SourceTensor)] = []
         let datasets = try file.datasets(under: "/layers")
         var groups: [String] = []
         for dataset in datasets {
@@ -33,6 +40,8 @@ public enum KerasH5Reader {
             let group = String(dataset[..<range.lowerBound])
             if !groups.contains(group) { groups.append(group) }
         }
+        // Nested groups sort after their owner's own variables, list positions in numeric order.
+        groups.sort { keras3GroupOrder($0).lexicographicallyPrecedes(keras3GroupOrder($1)) }
         for group in groups {
             let vars = group + "/vars"
             guard let layer = try file.stringAttribute(vars, "name") else {
@@ -40,23 +49,61 @@ public enum KerasH5Reader {
             }
             var count = 0
             while file.exists("\(vars)/\(count)") { count += 1 }
-            let component = group.split(separator: "/").last.map(String.init) ?? group
-            let kind = String(component.reversed().drop { $0.isNumber }.reversed()).trimmingSuffix("_")
-            guard group.split(separator: "/").count == 2 else {
-                throw ImportError.unsupported(
-                    path: path,
-                    reason: "Keras 3 sub-layer '\(group)' (\(layer)): weights of layers kept in Python lists are not reliably saved by Keras 3; re-save with tf-keras (TF_USE_LEGACY_KERAS=1) as model.save_weights('model.h5')")
+            let components = group.split(separator: "/").map(String.init)
+            let prefix: String
+            let kind: String
+            if components.count == 2 {
+                prefix = layer
+                kind = keras3Kind(components[1])
+            } else {
+                // `layers/<owner>/<list>/<component>[/<inner>]`: named under the owning layer.
+                guard components.count >= 4, components.count <= 5 else {
+                    throw ImportError.unsupported(path: path, reason: "Keras 3 variables at '\(group)' (\(layer)) are nested deeper than a layer's list of sub-layers")
+                }
+                let ownerVars = "/" + components[0...1].joined(separator: "/") + "/vars"
+                guard file.exists(ownerVars), let owner = try file.stringAttribute(ownerVars, "name") else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "sub-layer '\(group)' (\(layer)) has no owning layer with variables at '\(ownerVars)'")
+                }
+                if components.count == 4 {
+                    prefix = "\(owner)/\(components[3])"
+                    kind = keras3Kind(components[3])
+                } else {
+                    // A sub-layer's own sub-layer: Dice's `bn` is a BatchNormalization.
+                    let inner = components[4] == "bn" ? "batch_normalization" : components[4]
+                    prefix = "\(owner)/\(components[3])/\(inner)"
+                    kind = keras3Kind(inner)
+                }
             }
             // Custom layers (keras-mmoe's MMoE, ...) keep their variables by position: var0, var1, ...
             let names = keras3Names(kind: kind, count: count) ?? (0..<count).map { "var\($0)" }
             for (index, variable) in names.enumerated() {
                 let dataset = "\(vars)/\(index)"
-                tensors.append(try floatTensor(file, dataset, named: "\(layer)/\(variable)", path: path))
+                tensors.append((tensors.count, try floatTensor(file, dataset, named: "\(prefix)/\(variable)", path: path)))
             }
         }
         // Layer order: Keras 3 files are ordered by class path, so sort unnamed layers
-        // (dense, dense_1, ...) by their numeric suffix as Keras 2 files list them.
-        return SourceCheckpoint(tensors: tensors.sorted { layerOrder($0.name) < layerOrder($1.name) }, path: path, format: "keras3")
+        // (dense, dense_1, ...) by their numeric suffix as Keras 2 files list them; variables of
+        // one layer keep the order read above.
+        let ordered = tensors.sorted {
+            let (a, b) = (layerOrder(String($0.tensor.name.prefix { $0 != "/" })), layerOrder(String($1.tensor.name.prefix { $0 != "/" })))
+            return a != b ? a < b : $0.order < $1.order
+        }
+        return SourceCheckpoint(tensors: ordered.map(\.tensor), path: path, format: "keras3")
+    }
+
+    /// The class part of a Keras 3 path component (`batch_normalization_12` → `batch_normalization`).
+    static func keras3Kind(_ component: String) -> String {
+        String(component.reversed().drop { $0.isNumber }.reversed()).trimmingSuffix("_")
+    }
+
+    /// Sorts a Keras 3 variable group: numeric suffixes compared as numbers, a layer's own
+    /// `vars` before its nested sub-layers.
+    static func keras3GroupOrder(_ group: String) -> [String] {
+        group.split(separator: "/").map { component in
+            let digits = component.reversed().prefix { $0.isNumber }
+            let stem = component.dropLast(digits.count)
+            return String(stem) + String(repeating: "0", count: max(0, 8 - digits.count)) + String(digits.reversed())
+        }
     }
 
     /// A float dataset as an f32 tensor, its logical size bounded by what the file stores.

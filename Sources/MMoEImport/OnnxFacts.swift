@@ -29,6 +29,8 @@ struct OnnxFacts: Sendable {
     /// Constants used as parameters that have neither a name nor a module (kept under their
     /// ONNX names; a conversion that leaves them unused is refused).
     var unnamedParameters: Set<String> = []
+    /// Distinct PReLU slopes on the walk (a layer applied twice counts once).
+    var preluSlopes: Set<String> = []
 
     /// Operators that pass ids or values through unchanged in meaning.
     static let transparent: Set<String> = ["Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand"]
@@ -39,6 +41,7 @@ struct OnnxFacts: Sendable {
         for index in walked {
             let node = graph.nodes[index]
             if let name = activationNames[node.op], !node.scope.isEmpty, facts.activations[node.scope] == nil { facts.activations[node.scope] = name }
+            if node.op == "PRelu", node.inputs.count == 2 { facts.preluSlopes.insert(node.inputs[1]) }
         }
 
         // Values reached from `start` through transparent operators (a bounded walk).

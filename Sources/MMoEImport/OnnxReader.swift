@@ -116,14 +116,15 @@ public enum OnnxReader {
                 throw .unsupported(path: path, reason: "initializer '\(name)': external data location '\(location)' leaves the model's folder")
             }
             let file = folder.isEmpty ? location : folder + "/" + location
-            if let attributes = try? FileManager.default.attributesOfItem(atPath: file), attributes[.type] as? FileAttributeType == .typeSymbolicLink {
-                throw .unsupported(path: path, reason: "initializer '\(name)': external data '\(location)' is a symbolic link")
-            }
             let side: ByteStorage
             if let cached = sideFiles[file] {
                 side = cached
             } else {
-                do throws(FormatError) { side = try FileIO.map(path: file) } catch { throw .io(error) }
+                // Resolved component by component beneath the model's folder: no symbolic link
+                // anywhere on the path, a regular file only (a FIFO never blocks).
+                do throws(FormatError) { side = try FileIO.mapBeneath(folder: folder, relative: location) } catch {
+                    throw .unsupported(path: path, reason: "initializer '\(name)': external data '\(location)': \(error)")
+                }
                 sideFiles[file] = side
             }
             let offset = Int(external["offset"] ?? "0") ?? -1

@@ -43,6 +43,54 @@ enum OnnxRecovery {
             return nil
         }
 
+        /// A PReLU slope: a constant, or one reached through shape-only nodes.
+        func slopeConstant(_ name: String) -> SourceTensor? {
+            var name = name
+            for _ in 0..<16 {
+                if let tensor = constant(name) { return tensor }
+                guard let index = producer[name], ["Reshape", "Unsqueeze", "Squeeze", "Expand", "Flatten", "Identity"].contains(graph.nodes[index].op),
+                    let input = graph.nodes[index].inputs.first
+                else { return nil }
+                name = input
+            }
+            return nil
+        }
+
+        /// The activation module after the linear layer that produces `input` (through its
+        /// batch norm or bias `Add`), by the frameworks' module layouts: torch-rechub's MLP
+        /// `…mlp.<4i>` → `…mlp.<4i+2>` (Linear, BatchNorm1d, activation), DeepCTR-Torch's DNN
+        /// `…linears.<k>` → `…activation_layers.<k>`, an `nn.Sequential` `…<i>` → the next
+        /// index after the linear (and its batch norm).
+        func activationModule(after input: String) -> String? {
+            var name = input
+            var sawNorm = false
+            for _ in 0..<8 {
+                guard let index = producer[name] else { return nil }
+                let node = graph.nodes[index]
+                switch node.op {
+                case "BatchNormalization":
+                    sawNorm = true
+                    name = node.inputs.first ?? ""
+                case "Identity":
+                    name = node.inputs.first ?? ""
+                case "Add":
+                    guard let other = node.inputs.first(where: { constant($0) == nil }) else { return nil }
+                    name = other
+                case "Gemm", "MatMul":
+                    guard node.inputs.count >= 2, let weight = constant(node.inputs[1]) else { return nil }
+                    let linear = isAnonymous(weight) ? node.scope : moduleOf(weight.name)
+                    guard let dot = linear.lastIndex(of: "."), let position = Int(linear[linear.index(after: dot)...]) else { return nil }
+                    let parent = String(linear[..<dot])
+                    if parent.hasSuffix(".mlp") || parent == "mlp" { return "\(parent).\(position + 2)" }
+                    if parent.hasSuffix(".linears") || parent == "linears" { return "\(parent.dropLast("linears".count))activation_layers.\(position)" }
+                    return "\(parent).\(position + (sawNorm ? 2 : 1))"
+                default:
+                    return nil
+                }
+            }
+            return nil
+        }
+
         // The walk from the inputs: nodes whose operands depend on a feature, in topological order.
         var reached = Set(graph.inputs)
         var walked: [Int] = []
@@ -64,6 +112,7 @@ enum OnnxRecovery {
         var examples: [String] = []
         var foldedNorms = 0
         var unnamed: [String] = []
+        var slopesByLayer = 0
         func put(_ values: [Float], shape: [Int], module: String, suffix: String, from source: String, node: OnnxGraph.Node, how: String) throws(ImportError) {
             // No module recorded (a top-level parameter, or a slice of one): the constant keeps
             // its ONNX name and layout, for a native mapping to name.
@@ -140,9 +189,19 @@ enum OnnxRecovery {
                     }
                 }
             case "PRelu":
-                guard operands.count == 2, operands[0] == nil, let slope = operands[1], isAnonymous(slope) else { continue }
+                // The slope, whatever its shape ([], [1], [1, 1], [C], ...) and origin (an
+                // initializer, a Constant node, or either behind Reshape/Unsqueeze/Expand).
+                // A slope whose name is not a module's parameter path is the exporter's too.
+                guard node.inputs.count == 2, operands[0] == nil, let slope = slopeConstant(node.inputs[1]), isAnonymous(slope) || !slope.name.contains(".")
+                else { continue }
                 let values = try floats(slope, node: node)
-                try put(values, shape: [values.count], module: node.scope, suffix: "weight", from: slope.name, node: node, how: "")
+                var module = node.scope
+                if module.isEmpty, let input = node.inputs.first, let owner = activationModule(after: input) {
+                    // No module recorded (node metadata stripped): named by the layer before it.
+                    module = owner
+                    slopesByLayer += 1
+                }
+                try put(values, shape: [values.count], module: module, suffix: "weight", from: slope.name, node: node, how: "")
             case "BatchNormalization":
                 guard operands.count >= 5, operands[0] == nil else { continue }
                 for (position, suffix) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
@@ -170,6 +229,9 @@ enum OnnxRecovery {
         if !unnamed.isEmpty {
             notes.append(
                 ImportNote(.inferred, "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout (\(unnamed.prefix(6).joined(separator: ", "))\(unnamed.count > 6 ? ", ..." : "")); a native mapping can name them"))
+        }
+        if slopesByLayer > 0 {
+            notes.append(ImportNote(.inferred, "\(slopesByLayer) PReLU slopes without a recorded module were named after the linear layer before them"))
         }
         if foldedNorms > 0 {
             notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))

@@ -95,6 +95,8 @@ public struct SourceCheckpoint: Sendable {
     public let format: String
     /// What an ONNX graph says beyond its parameters (for conversion without a spec).
     var onnxFacts: OnnxFacts?
+    /// How many optimizer variables and counters the reader skipped (TF checkpoints).
+    var trainingState = 0
 
     /// A checkpoint.
     public init(tensors: [SourceTensor], path: String, format: String = "") {

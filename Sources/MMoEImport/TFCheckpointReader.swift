@@ -107,7 +107,11 @@ public enum TFCheckpointReader {
         let data: ByteStorage
         do throws(FormatError) {
             index = try FileIO.map(path: indexPath)
-            data = try FileIO.map(path: prefix + ".data-00000-of-00001")
+            // The data shard must be a regular file beside the index (no symbolic link, no FIFO).
+            let slash = prefix.lastIndex(of: "/")
+            let folder = slash.map { String(prefix[..<$0]) } ?? ""
+            let base = slash.map { String(prefix[prefix.index(after: $0)...]) } ?? prefix
+            data = try FileIO.mapBeneath(folder: folder.isEmpty && prefix.hasPrefix("/") ? "/" : folder, relative: base + ".data-00000-of-00001")
         } catch {
             throw .io(error)
         }
@@ -170,6 +174,8 @@ public enum TFCheckpointReader {
         guard length <= graph.end - graph.position else { throw graph.fail("object graph of \(length) bytes runs past its tensor") }
         let graphRange = graph.position..<(graph.position + length)
         var names: [(key: String, name: String)] = []
+        var trainingState = 0
+        var writtenByKeras3 = false
         var nodes = ProtoReader(data.bytes, path: graph.path, range: graphRange)
         while !nodes.atEnd {
             let node = try nodes.field()
@@ -185,7 +191,12 @@ public enum TFCheckpointReader {
                     let part = try attribute.field()
                     if part.number == 2, let r = part.range { fullName = attribute.string(r) } else if part.number == 3, let r = part.range { key = attribute.string(r) } else { try attribute.skip(wire: part.wire) }
                 }
-                guard !key.hasPrefix("optimizer/"), key.hasSuffix("/.ATTRIBUTES/VARIABLE_VALUE"), !fullName.isEmpty else { continue }
+                guard key.hasSuffix("/.ATTRIBUTES/VARIABLE_VALUE"), !fullName.isEmpty else { continue }
+                if isTrainingState(key) {
+                    trainingState += 1
+                    continue
+                }
+                if key.contains("/_operations/") { writtenByKeras3 = true }
                 names.append((key, fullName))
             }
             guard names.count <= ZipArchive.maxEntries else { throw .limitExceeded(path: graph.path, what: "variables", limit: ZipArchive.maxEntries) }
@@ -216,7 +227,24 @@ public enum TFCheckpointReader {
             }
             tensors.append(SourceTensor(name: name, dtype: dtype, shape: item.shape, storage: data, byteOffset: item.offset))
         }
-        return SourceCheckpoint(tensors: tensors.sorted { KerasH5Reader.layerOrder($0.name) < KerasH5Reader.layerOrder($1.name) }, path: indexPath, format: "tf-checkpoint")
+        guard !tensors.isEmpty else {
+            throw .mismatch(
+                path: indexPath,
+                reason: "the checkpoint holds no model weights, only training state (\(trainingState) optimizer variables and counters)\(writtenByKeras3 || trainingState > 0 ? "; Keras 3 does not write a model's weights into a tf.train.Checkpoint: convert the .weights.h5 or .keras file" : "")")
+        }
+        var checkpoint = SourceCheckpoint(
+            tensors: tensors.sorted { KerasH5Reader.layerOrder($0.name) < KerasH5Reader.layerOrder($1.name) }, path: indexPath,
+            format: writtenByKeras3 ? "tf-checkpoint-keras3" : "tf-checkpoint")
+        checkpoint.trainingState = trainingState
+        return checkpoint
+    }
+
+    /// Optimizer variables (Adam slots, iteration, learning rate; under `optimizer/`, a model's
+    /// own `optimizer/`, or `.OPTIMIZER_SLOT`) and the checkpoint's `save_counter`: training
+    /// state, never model weights.
+    static func isTrainingState(_ key: String) -> Bool {
+        let components = key.split(separator: "/")
+        return components.first == "save_counter" || components.contains("optimizer") || components.contains(".OPTIMIZER_SLOT")
     }
 
     /// Every key of the table with the byte range of its value in `bytes`.

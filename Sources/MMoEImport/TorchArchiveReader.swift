@@ -17,6 +17,53 @@ public enum TorchArchiveReader {
         try read(zip: try ZipArchive(storage: storage, path: path))
     }
 
+    /// Keys under which training checkpoints keep the model's weights, in order of preference
+    /// (the tutorial form `model_state_dict`, Lightning's `state_dict`, `{"model": ...}`).
+    static let weightKeys = ["state_dict", "model_state_dict", "model", "model_state", "module", "net", "network", "weights"]
+    /// Keys of averaged copies (EMA, SWA): used only when no other weights are present.
+    static let averagedKeys = ["ema", "model_ema", "ema_model", "ema_state_dict", "state_dict_ema", "swa_model", "averaged_model"]
+
+    static func holdsTensors(_ dict: PickleDict) -> Bool {
+        dict.keys.contains { if case .tensor = dict.values[$0] { true } else { false } }
+    }
+
+    /// The state_dict of a checkpoint: the top level when it holds tensors, else the weights a
+    /// training checkpoint nests (optimizer state, schedulers, counters and callbacks skipped
+    /// with one note; an EMA/SWA copy is used only when it is the only weights present).
+    static func trainingCheckpointWeights(_ dict: PickleDict, notes: inout [ImportNote], path: String) throws(ImportError) -> PickleDict {
+        if holdsTensors(dict) { return dict }
+        func nested(_ key: String) -> PickleDict? {
+            guard case .dict(let inner)? = dict.values[key], holdsTensors(inner) else { return nil }
+            return inner
+        }
+        let averaged = averagedKeys.filter { nested($0) != nil }
+        guard let key = weightKeys.first(where: { nested($0) != nil }) ?? averaged.first, let weights = nested(key) else {
+            let found = dict.keys.prefix(12).map { "'\(String($0.prefix(64)))'" }.joined(separator: ", ")
+            throw .unsupported(
+                path: path,
+                reason: "no tensors at the top level nor under \((weightKeys + averagedKeys).joined(separator: "/")) (keys: \(found)); save model.state_dict()")
+        }
+        let skipped = dict.keys.filter { $0 != key }
+        notes.append(ImportNote(.inferred, "a training checkpoint: using the weights under '\(key)'"))
+        if !skipped.isEmpty {
+            notes.append(ImportNote(.ignored, "training state: \(skipped.prefix(12).map { String($0.prefix(64)) }.joined(separator: ", "))\(skipped.count > 12 ? ", ..." : "")"))
+        }
+        if let other = averaged.first(where: { $0 != key }) {
+            notes.append(ImportNote(.ignored, "the averaged (EMA/SWA) weights under '\(other)' are not used; to convert them, torch.save that state_dict on its own"))
+        }
+        return weights
+    }
+
+    /// Lightning checkpoints prefix every key with the LightningModule's attribute
+    /// (`model.experts.0...`): that common first component is removed.
+    static func lightningPrefix(root: PickleValue, weights: PickleDict) -> String? {
+        guard case .dict(let top) = root, top.values["pytorch-lightning_version"] != nil || top.values["optimizer_states"] != nil,
+            let first = weights.keys.first, let dot = first.firstIndex(of: ".")
+        else { return nil }
+        let prefix = String(first[...dot])
+        return weights.keys.allSatisfy { $0.hasPrefix(prefix) } ? prefix : nil
+    }
+
     static func read(zip: ZipArchive) throws(ImportError) -> (checkpoint: SourceCheckpoint, notes: [ImportNote]) {
         let path = zip.path
         guard let pickle = zip.entries.first(where: { $0.name.hasSuffix("/data.pkl") || $0.name == "data.pkl" }) else {
@@ -34,15 +81,11 @@ public enum TorchArchiveReader {
         guard case .dict(var dict) = root else {
             throw .unsupported(path: path, reason: "the archive does not hold a dict of tensors; save model.state_dict(), not the model object")
         }
-        // Trainer checkpoints nest the state_dict.
-        let hasTensors = dict.keys.contains { if case .tensor = dict.values[$0] { true } else { false } }
-        if !hasTensors {
-            let candidates = ["state_dict", "model_state_dict", "model", "module", "net"]
-            guard let key = candidates.first(where: { if case .dict = dict.values[$0] { true } else { false } }),
-                case .dict(let inner)? = dict.values[key]
-            else { throw .unsupported(path: path, reason: "no tensors at the top level or under state_dict/model_state_dict/model") }
-            notes.append(ImportNote(.inferred, "using the state_dict under key '\(key)'; other keys (\(dict.keys.filter { $0 != key }.joined(separator: ", "))) ignored"))
-            dict = inner
+        dict = try trainingCheckpointWeights(dict, notes: &notes, path: path)
+        var renamed: [String: String] = [:]
+        if let prefix = lightningPrefix(root: root, weights: dict) {
+            for key in dict.keys { renamed[key] = String(key.dropFirst(prefix.count)) }
+            notes.append(ImportNote(.ignored, "removed the LightningModule attribute prefix '\(prefix)' from \(dict.keys.count) keys"))
         }
         var tensors: [SourceTensor] = []
         var storages: [String: ByteStorage] = [:]
@@ -74,7 +117,7 @@ public enum TorchArchiveReader {
             }
             let contiguous = isContiguous(shape: ref.shape, strides: ref.strides)
             if entry.method == 0, contiguous {
-                tensors.append(SourceTensor(name: name, dtype: ref.storage.dtype, shape: ref.shape, storage: zip.storage, byteOffset: entry.dataOffset + ref.offset * itemSize))
+                tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: zip.storage, byteOffset: entry.dataOffset + ref.offset * itemSize))
                 continue
             }
             let bytes: ByteStorage
@@ -85,7 +128,7 @@ public enum TorchArchiveReader {
                 storages[member] = bytes
             }
             if contiguous {
-                tensors.append(SourceTensor(name: name, dtype: ref.storage.dtype, shape: ref.shape, storage: bytes, byteOffset: ref.offset * itemSize))
+                tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: bytes, byteOffset: ref.offset * itemSize))
             } else {
                 tensors.append(gather(name: name, dtype: ref.storage.dtype, shape: ref.shape, strides: ref.strides, offset: ref.offset, from: bytes))
             }

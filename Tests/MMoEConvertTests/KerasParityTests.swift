@@ -15,7 +15,7 @@ struct KerasParityTests {
         var all: [String] = []
         let manager = FileManager.default
         for name in ((try? manager.contentsOfDirectory(atPath: fixturesPath + "/keras")) ?? []).sorted() where !name.hasPrefix(".") {
-            for file in ["model.h5", "model_full.h5", "tf_checkpoint/model.index"] where manager.fileExists(atPath: "\(fixturesPath)/keras/\(name)/\(file)") {
+            for file in ["model.h5", "model_full.h5", "tf_checkpoint/model.index", "tf_checkpoint_train/ckpt-1.index"] where manager.fileExists(atPath: "\(fixturesPath)/keras/\(name)/\(file)") {
                 all.append("keras/\(name)/\(file)")
             }
         }
@@ -35,10 +35,16 @@ struct KerasParityTests {
                 #expect(KerasParityTests.fixtures.contains("keras/\(model)/\(file)"), "\(model) \(file)")
             }
         }
-        // Keras 3 cannot save DeepCTR's batch norms, PReLU or Dice: the models without them.
-        for model in ["deepctr_mmoe", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom", "keras_mmoe_census"] {
+        // Keras 3.15 saves DeepCTR's list-held batch norms, PReLU and Dice nested under their owner.
+        for model in [
+            "deepctr_mmoe", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom", "keras_mmoe_census", "deepctr_mmoe_bn_prelu", "deepctr_mmoe_dice",
+            "deepctr_ple_bn",
+        ] {
             #expect(KerasParityTests.fixtures.contains("keras3/\(model)/model.weights.h5"), "Keras 3 \(model)")
         }
+        for model in ["deepctr_mmoe_dice", "deepctr_ple_bn"] { #expect(KerasParityTests.fixtures.contains("keras3/\(model)/model.keras")) }
+        // TF checkpoints written with the optimizer's state (Keras 2 and Keras 3).
+        #expect(KerasParityTests.fixtures.contains("keras/deepctr_esmm/tf_checkpoint_train/ckpt-1.index"))
         #expect(KerasParityTests.fixtures.contains("keras/keras_mmoe_census/model.h5"))
         #expect(KerasParityTests.fixtures.contains("keras3/deepctr_mmoe/model.keras"))
     }
@@ -47,7 +53,7 @@ struct KerasParityTests {
     func parity(fixture: String) throws {
         let file = fixturesPath + "/" + fixture
         var folder = (file as NSString).deletingLastPathComponent
-        if folder.hasSuffix("/tf_checkpoint") { folder = (folder as NSString).deletingLastPathComponent }
+        if folder.hasSuffix("/tf_checkpoint") || folder.hasSuffix("/tf_checkpoint_train") { folder = (folder as NSString).deletingLastPathComponent }
         #expect(try SourceFormat.detect(path: file) == (fixture.hasSuffix(".index") ? .tfCheckpoint : .keras))
         let result = try ModelImporter.load(path: file, conversionSpecPath: folder + "/conversion.json")
         let model = try Model(spec: result.spec, tensors: result.tensors)
@@ -76,7 +82,7 @@ struct KerasParityTests {
         #expect(result.spec.tables.map(\.name).contains("sparse_seq_emb_hist"))
     }
 
-    @Test("a Keras 3 file cannot hold DeepCTR's list-held layers: refused with a precise message")
+    @Test("a Keras 3 file without batch-norm weights is refused when the spec says dnn_use_bn, naming the layer")
     func keras3MissingWeights() throws {
         let folder = fixturesPath + "/keras3/deepctr_mmoe"
         let temporary = try TemporaryFolder()
@@ -85,8 +91,48 @@ struct KerasParityTests {
         #expect {
             _ = try ModelImporter.load(path: folder + "/model.weights.h5", conversionSpecPath: spec)
         } throws: { error in
+            guard case ImportError.mismatch(_, let reason) = error else { return false }
+            return reason.contains("expert_0") && reason.contains("dnn_use_bn") && reason.contains("no BatchNormalization weights")
+        }
+    }
+
+    @Test("Keras 3 nested sub-layers are read under their owner, in list order")
+    func keras3NestedNames() throws {
+        let dice = try KerasH5Reader.read(path: fixturesPath + "/keras3/deepctr_mmoe_dice/model.weights.h5")
+        let names = dice.names
+        #expect(names.contains("expert_0/batch_normalization/gamma"))
+        #expect(names.contains("expert_0/batch_normalization_1/moving_variance"))
+        #expect(names.contains("expert_0/dice_1/dice_alpha"))
+        #expect(names.contains("expert_0/dice/batch_normalization/moving_mean"))
+        let first = try #require(names.firstIndex(of: "expert_0/batch_normalization/gamma"))
+        let second = try #require(names.firstIndex(of: "expert_0/batch_normalization_1/gamma"))
+        #expect(first < second)
+        // The .keras archive holds the same tensors.
+        let archive = try KerasH5Reader.read(path: fixturesPath + "/keras3/deepctr_mmoe_dice/model.keras")
+        #expect(archive.names == names)
+    }
+
+    @Test("TF checkpoints: training state is skipped with one note; Keras 3's are refused")
+    func trainingState() throws {
+        let folder = fixturesPath + "/keras/deepctr_esmm"
+        let result = try ModelImporter.load(path: folder + "/tf_checkpoint_train/ckpt-1.index", conversionSpecPath: folder + "/conversion.json")
+        let note = try #require(result.notes.first { $0.message.hasPrefix("training state:") })
+        #expect(note.kind == .ignored && note.message.contains("optimizer variables"))
+        // Keras 3 leaves a tf.train.Checkpoint(model=, optimizer=) without the model's weights.
+        let keras3 = fixturesPath + "/keras3/deepctr_esmm"
+        #expect {
+            _ = try ModelImporter.load(path: keras3 + "/tf_checkpoint_train/ckpt-1.index", conversionSpecPath: keras3 + "/conversion.json")
+        } throws: { error in
+            guard case ImportError.mismatch(_, let reason) = error else { return false }
+            return reason.contains("no model weights, only training state") && reason.contains(".weights.h5")
+        }
+        // tf.train.Checkpoint(model=) under Keras 3 lacks the DNN weights DeepCTR keeps in lists.
+        let prelu = fixturesPath + "/keras3/deepctr_mmoe_bn_prelu"
+        #expect {
+            _ = try ModelImporter.load(path: prelu + "/tf_checkpoint/model.index", conversionSpecPath: prelu + "/conversion.json")
+        } throws: { error in
             guard case ImportError.unsupported(_, let reason) = error else { return false }
-            return reason.contains("Python lists") && reason.contains("TF_USE_LEGACY_KERAS")
+            return reason.contains("written by Keras 3") && reason.contains("Python lists")
         }
     }
 }

@@ -22,6 +22,7 @@ struct TorchParityTests {
         for expected in [
             "rechub_mmoe", "rechub_ple", "rechub_esmm", "rechub_sharedbottom", "deepctr_torch_mmoe", "deepctr_torch_mmoe_bn_prelu",
             "deepctr_torch_ple", "deepctr_torch_esmm", "deepctr_torch_sharedbottom", "plain_mmoe", "plain_stacked_mmoe",
+            "rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu",
         ] {
             #expect(names.contains(expected), "fixture \(expected)")
         }
@@ -49,6 +50,28 @@ struct TorchParityTests {
             }
         }
         #expect(worst < 1e-3)
+    }
+
+    @Test(
+        "training checkpoints convert to the model's weights: tutorial form, with an EMA copy, and a real Lightning checkpoint",
+        arguments: ["train_checkpoint.pt", "ema_checkpoint.pt", "lightning.ckpt"])
+    func trainingCheckpoint(file: String) throws {
+        let folder = fixturesPath + "/torch/rechub_mmoe_prelu"
+        let result = try ModelImporter.load(path: folder + "/" + file, conversionSpecPath: folder + "/conversion.json")
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        try expectParity(prediction, try PredictionFiles.readExpected(folder + "/outputs.npz"), file)
+        let messages = result.notes.map(\.message)
+        #expect(messages.contains { $0.hasPrefix("a training checkpoint: using the weights under") })
+        switch file {
+        case "train_checkpoint.pt":
+            #expect(messages.contains { $0.hasPrefix("training state:") && $0.contains("optimizer_state_dict") })
+        case "ema_checkpoint.pt":
+            #expect(messages.contains { $0.contains("averaged (EMA/SWA) weights under 'ema' are not used") })
+        default:
+            #expect(messages.contains { $0.contains("optimizer_states") && $0.contains("callbacks") })
+            #expect(messages.contains { $0.contains("LightningModule attribute prefix 'net.'") })
+        }
     }
 
     @Test("output order follows the framework")
