@@ -19,6 +19,18 @@ public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
     /// Creating or replacing the file failed.
     case io(FormatError)
 
+    /// The same error reported against `path` (a file read through a temporary copy).
+    public func replacingPath(_ path: String) -> HDF5Error {
+        switch self {
+        case .library(_, let operation, let object, let stack): .library(path: path, operation: operation, object: object, stack: stack)
+        case .invalidLayout(_, let object, let reason): .invalidLayout(path: path, object: object, reason: reason)
+        case .unsafeLink(_, let group): .unsafeLink(path: path, group: group)
+        case .unsafeObject(_, let object, let reason): .unsafeObject(path: path, object: object, reason: reason)
+        case .invalidModel(_, let error): .invalidModel(path: path, error)
+        case .io: self
+        }
+    }
+
     public var description: String {
         switch self {
         case .library(let path, let operation, let object, let stack):

@@ -22,6 +22,19 @@ public enum ImportError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The resulting model was rejected.
     case invalidModel(path: String, ModelError)
 
+    /// The same error reported against `path` instead of `old` (a member read through a
+    /// temporary copy is named `archive:member`).
+    func relocated(from old: String, to path: String) -> ImportError {
+        switch self {
+        case .malformed(let p, let offset, let reason): .malformed(path: p == old ? path : p, offset: offset, reason: reason)
+        case .limitExceeded(let p, let what, let limit): .limitExceeded(path: p == old ? path : p, what: what, limit: limit)
+        case .unsupported(let p, let reason): .unsupported(path: p == old ? path : p, reason: reason)
+        case .mismatch(let p, let reason): .mismatch(path: p == old ? path : p, reason: reason)
+        case .hdf5(let error): .hdf5(error.replacingPath(path))
+        default: self
+        }
+    }
+
     public var description: String {
         switch self {
         case .io(let error): error.description

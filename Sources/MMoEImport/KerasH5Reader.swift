@@ -144,7 +144,8 @@ public enum KerasH5Reader {
                 throw .malformed(path: path, offset: nil, reason: "cannot write a temporary copy of model.weights.h5")
             }
             defer { try? FileManager.default.removeItem(atPath: temporary) }
-            let checkpoint = try read(path: temporary)
+            let checkpoint: SourceCheckpoint
+            do { checkpoint = try read(path: temporary) } catch { throw error.relocated(from: temporary, to: path + ":model.weights.h5") }
             return SourceCheckpoint(tensors: checkpoint.tensors, path: path, format: checkpoint.format)
         }
         do {
