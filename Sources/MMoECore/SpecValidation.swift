@@ -58,6 +58,28 @@ public struct ModelLayout: Sendable {
     public let towerInputWidths: [Int]
 }
 
+extension Architecture {
+    /// Calls `body` with every MLP's canonical path (the same paths as `ModelSpec.mlpPaths`),
+    /// letting it change the MLP in place.
+    public mutating func forEachMLP(_ body: (String, inout MLP) -> Void) {
+        if bottom != nil { body("bottom", &bottom!) }
+        if experts != nil { for e in experts!.indices { body("experts.\(e)", &experts![e]) } }
+        if gate != nil { body("gate", &gate!) }
+        if gates != nil { for t in gates!.indices { body("gates.\(t)", &gates![t]) } }
+        if levels != nil {
+            for l in levels!.indices {
+                for t in levels![l].specificExperts.indices {
+                    for j in levels![l].specificExperts[t].indices { body("levels.\(l).specific_experts.\(t).\(j)", &levels![l].specificExperts[t][j]) }
+                }
+                for k in levels![l].sharedExperts.indices { body("levels.\(l).shared_experts.\(k)", &levels![l].sharedExperts[k]) }
+                for t in levels![l].specificGates.indices { body("levels.\(l).specific_gates.\(t)", &levels![l].specificGates[t]) }
+                if levels![l].sharedGate != nil { body("levels.\(l).shared_gate", &levels![l].sharedGate!) }
+            }
+        }
+        for t in towers.indices { body("towers.\(t)", &towers[t]) }
+    }
+}
+
 extension ModelSpec {
     /// The MLP paths of the architecture with the input width each reads; used by the
     /// runtime and the tools. Call after `validateStructure()`.

@@ -1,5 +1,6 @@
 import Foundation
 import MMoEImport
+import MMoERuntime
 import MMoETestSupport
 import Testing
 
@@ -89,5 +90,60 @@ struct ConversionSpecTests {
         defer { try? FileManager.default.removeItem(atPath: bn) }
         let bnError = try #require(Self.message { _ = try Self.convert("torch/deepctr_torch_mmoe", spec: bn) })
         #expect(bnError.contains("says dnn_use_bn but the checkpoint has no"), "\(bnError)")
+    }
+}
+
+/// Native mappings reshape stacked parameters in any layout; a rule whose pieces do not have
+/// the shape the spec needs is refused, naming the rule.
+@Suite("Native mapping rules")
+struct NativeMappingTests {
+    static let folder = fixturesPath + "/torch/plain_keras_layout_mmoe"
+
+    /// The fixture's spec with rule `index` of the mapping changed by `edit`.
+    static func editedRule(_ index: Int, _ edit: @escaping (inout [String: Any]) -> Void) throws -> String {
+        try ConversionSpecTests.editedSpec("torch/plain_keras_layout_mmoe") { json in
+            var mapping = json["mapping"] as? [[String: Any]] ?? []
+            edit(&mapping[index])
+            json["mapping"] = mapping
+        }
+    }
+
+    @Test("squeeze, permute, split on any axis, then transpose: the Keras layer layout converts with parity")
+    func kerasLayout() throws {
+        let result = try ModelImporter.load(path: Self.folder + "/model.safetensors", conversionSpecPath: Self.folder + "/conversion.json")
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(Self.folder + "/inputs.npz", spec: model.spec))
+        try expectParity(prediction, try PredictionFiles.readExpected(Self.folder + "/outputs.npz"), "keras layout")
+    }
+
+    @Test("a split along the wrong axis that changes the pieces' shape is refused, naming the rule")
+    func wrongAxis() throws {
+        // expert_kernel [9, 4, 4] split along axis 0: nine [4, 4] pieces, transposed [4, 4]; the spec needs [4, 9].
+        let spec = try Self.editedRule(2) { $0["split_axis"] = 0 }
+        defer { try? FileManager.default.removeItem(atPath: spec) }
+        let error = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: spec) })
+        #expect(error.contains("mapping[2] ('^expert_kernel$') on 'expert_kernel' [9, 4, 4] gives 'experts.0.layers.0.weight' of shape [4, 4], the spec needs [4, 9]"), "\(error)")
+    }
+
+    @Test("bad squeeze and permute values are refused, naming the rule")
+    func badSteps() throws {
+        let squeeze = try Self.editedRule(5) { $0["squeeze"] = [1] }
+        defer { try? FileManager.default.removeItem(atPath: squeeze) }
+        let squeezeError = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: squeeze) })
+        #expect(squeezeError.contains("mapping[5]") && squeezeError.contains("not of size 1"), "\(squeezeError)")
+        let permute = try Self.editedRule(4) { $0["permute"] = [0, 0, 1] }
+        defer { try? FileManager.default.removeItem(atPath: permute) }
+        let permuteError = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: permute) })
+        #expect(permuteError.contains("mapping[4]") && permuteError.contains("is not an order of the 3 axes"), "\(permuteError)")
+    }
+
+    @Test("batch norms an exporter folded into the linears convert under a native spec")
+    func foldedUnderNativeSpec() throws {
+        let folder = fixturesPath + "/torch/plain_bn_mmoe"
+        let result = try ModelImporter.load(path: folder + "/model.dynamo.onnx", conversionSpecPath: folder + "/conversion.json")
+        #expect(result.notes.contains { $0.message.contains("6 batch norms of the spec are not in the graph") })
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        try expectParity(prediction, try PredictionFiles.readExpected(folder + "/outputs.npz"), "folded")
     }
 }
