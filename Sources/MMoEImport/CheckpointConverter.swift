@@ -14,11 +14,14 @@ struct CheckpointKeys {
     let onnxFacts: OnnxFacts?
     /// The prefix removed from every name (an export wrapper's), if any.
     let removedPrefix: String
+    /// A Keras file's model config (JSON), when it has one.
+    let kerasConfig: [UInt8]?
 
     init(_ checkpoint: SourceCheckpoint, notes: inout [ImportNote]) {
         path = checkpoint.path
         format = checkpoint.format
         onnxFacts = checkpoint.onnxFacts
+        kerasConfig = checkpoint.kerasConfig
         var stripped = 0
         // torch-rechub's ONNX helper wraps the model (`ONNXWrapper.model`): every parameter name
         // of such an export starts with `model.`.

@@ -146,7 +146,9 @@ public enum KerasH5Reader {
             defer { try? FileManager.default.removeItem(atPath: temporary) }
             let checkpoint: SourceCheckpoint
             do { checkpoint = try read(path: temporary) } catch { throw error.relocated(from: temporary, to: path + ":model.weights.h5") }
-            return SourceCheckpoint(tensors: checkpoint.tensors, path: path, format: checkpoint.format)
+            var archive = SourceCheckpoint(tensors: checkpoint.tensors, path: path, format: checkpoint.format)
+            if let config = zip.entry("config.json") { archive.kerasConfig = try zip.data(config, limit: KerasConfigInference.maxBytes) }
+            return archive
         }
         do {
             let file = try HDF5File(path: path)
@@ -176,7 +178,10 @@ public enum KerasH5Reader {
                     tensors.append(try floatTensor(file, dataset, named: name, path: path))
                 }
             }
-            return SourceCheckpoint(tensors: tensors, path: path, format: "keras2")
+            var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "keras2")
+            // `model.save('x.h5')` describes the model in a JSON attribute (read as data only).
+            if root == "/model_weights/", let config = try file.stringAttribute("/", "model_config") { checkpoint.kerasConfig = Array(config.utf8) }
+            return checkpoint
         } catch let error as ImportError {
             throw error
         } catch let error as HDF5Error {

@@ -97,6 +97,8 @@ public struct SourceCheckpoint: Sendable {
     var onnxFacts: OnnxFacts?
     /// How many optimizer variables and counters the reader skipped (TF checkpoints).
     var trainingState = 0
+    /// The Keras model config (JSON) of a full-model `.h5` or a `.keras` archive, when present.
+    var kerasConfig: [UInt8]?
 
     /// A checkpoint.
     public init(tensors: [SourceTensor], path: String, format: String = "") {

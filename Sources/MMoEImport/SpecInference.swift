@@ -10,6 +10,8 @@ import MMoECore
 /// assumed, with a note, and a spec gives the real answer.
 enum SpecInference {
     static func infer(keys: CheckpointKeys, path: String, notes: inout [ImportNote]) throws(ImportError) -> ConversionSpec {
+        // Self-describing Keras files say what the model is.
+        if let config = keys.kerasConfig { return try KerasConfigInference.infer(config: config, path: path, notes: &notes) }
         let names = keys.order
         func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
         let framework: String

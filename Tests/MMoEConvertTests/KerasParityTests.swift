@@ -69,6 +69,27 @@ struct KerasParityTests {
         }
     }
 
+    /// Full-model `.h5` and `.keras` files describe the model: they convert without a spec.
+    static let selfDescribing: [String] = fixtures.filter { $0.hasSuffix("model_full.h5") || $0.hasSuffix(".keras") }
+
+    @Test("a DeepCTR full-model .h5 or .keras converts with no conversion spec, from its model config", arguments: selfDescribing)
+    func zeroConfig(fixture: String) throws {
+        let file = fixturesPath + "/" + fixture
+        let folder = (file as NSString).deletingLastPathComponent
+        let result = try ModelImporter.load(path: file)
+        #expect(result.notes.contains { $0.message.contains("from the Keras model config (read as data; nothing in it is evaluated)") })
+        // The same model as with the fixture's hand-written spec: features, outputs, heads.
+        let stated = try ModelImporter.load(path: file, conversionSpecPath: folder + "/conversion.json").spec
+        #expect(result.spec.features.map(\.name) == stated.features.map(\.name))
+        #expect(result.spec.features.map(\.kind) == stated.features.map(\.kind))
+        #expect(result.spec.features.map(\.pooling) == stated.features.map(\.pooling))
+        #expect(result.spec.resolvedOutputs.map(\.name) == stated.resolvedOutputs.map(\.name))
+        #expect(result.spec.tasks.map(\.head) == stated.tasks.map(\.head))
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        try expectParity(prediction, try PredictionFiles.readExpected(folder + "/outputs.npz"), fixture)
+    }
+
     @Test("Keras-specific conventions are applied")
     func conventions() throws {
         let folder = fixturesPath + "/keras/deepctr_mmoe_dice"
