@@ -39,9 +39,30 @@ def timed(fn, seconds):
     return float(np.median(times))
 
 
+KERNELS = set()  # the kernel paths swift-mmoe reported
+
+
 def ours(model, batch, threads, seconds):
     out = sh(TOOL, "bench", model, "--batch", str(batch), "--threads", str(threads), "--seconds", str(seconds), "--json")
-    return json.loads(out.strip().splitlines()[-1])["median_latency_s"]
+    result = json.loads(out.strip().splitlines()[-1])
+    KERNELS.add(result.get("kernel", "?"))
+    return result["median_latency_s"]
+
+
+def cpu_description():
+    """The CPU model and the ISA flags that decide kernels (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or "cpu", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("cpu", "x86_64", ""):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"]
+    return model, [f for f in wanted if f in flags]
 
 
 def ort_sessions(path):
@@ -148,8 +169,12 @@ def main():
 
     best_ort = {b: min(median[("onnxruntime", 1, b)], median[("onnxruntime", 2, b)]) for b in BATCHES}
     lines = []
-    lines.append(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+    cpu, isa = cpu_description()
+    lines.append(f"machine: {platform.machine()}, {os.cpu_count()} cores, {cpu}; "
                  f"python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort.__version__}")
+    torch_isa = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "?"
+    lines.append(f"ISA flags: {' '.join(isa) or 'none of interest'}; kernels: swift-mmoe {', '.join(sorted(KERNELS))} "
+                 f"(MMOE_KERNEL={os.environ.get('MMOE_KERNEL', 'unset')}), PyTorch {torch_isa}, ONNX Runtime MLAS (chooses by CPU at run time)")
     lines.append(f"rounds: {args.rounds} x {args.seconds}s per measurement, interleaved; figures are medians of the round medians")
     lines.append("")
     lines.append("| batch | engine | threads | median latency | examples/s | GFLOP/s | vs best ORT |")
@@ -171,10 +196,11 @@ def main():
     bf16_best = min(median[("swift-mmoe bf16", 1, 1)], median[("swift-mmoe bf16", 2, 1)])
     r16 = bf16_best / best_ort[1]
     lines.append(f"| batch 1 with bf16 weights <= 0.33 x ORT | {r16:.2f} x ({bf16_best * 1e6:.1f} us vs {best_ort[1] * 1e6:.1f} us) | {'yes' if r16 <= 0.33 else 'no'} |")
-    t4096 = best_ort[4096] / median[("swift-mmoe", 2, 4096)]
-    lines.append(f"| batch 4096 fp32 2 threads >= 1.0 x ORT throughput | {t4096:.2f} x | {'yes' if t4096 >= 1.0 else 'no'} |")
+    for batch in (256, 4096):
+        t = best_ort[batch] / median[("swift-mmoe", 2, batch)]
+        lines.append(f"| batch {batch} fp32 2 threads >= 1.2 x ORT throughput | {t:.2f} x | {'yes' if t >= 1.2 else 'no'} |")
     rate = 4096 * FLOPS_PER_EXAMPLE / median[("swift-mmoe", 2, 4096)] / 1e9
-    lines.append(f"| batch 4096 >= 75 % of 2-thread sgemm 2048^3 ({sgemm2:.0f} GFLOP/s; 1 thread {sgemm1:.0f}) | {rate:.0f} GFLOP/s = {100 * rate / sgemm2:.0f} % | {'yes' if rate >= 0.75 * sgemm2 else 'no'} |")
+    lines.append(f"| batch 4096 >= 80 % of 2-thread sgemm 2048^3 ({sgemm2:.0f} GFLOP/s; 1 thread {sgemm1:.0f}) | {rate:.0f} GFLOP/s = {100 * rate / sgemm2:.0f} % | {'yes' if rate >= 0.8 * sgemm2 else 'no'} |")
     lines.append(f"| load until first prediction <= 0.2 x ORT session creation | {open_s * 1e3:.2f} ms vs {ort_open_s * 1e3:.2f} ms = {open_s / ort_open_s:.2f} x | {'yes' if open_s <= 0.2 * ort_open_s else 'no'} |")
     weights_mib = (f32_size - 10 * 10000 * 16 * 4) / 2**20
     activations_mib = 4096 * (170 + 8 * 256 + 8 * 128 + 2 * 128 + 2 * 64 + 64) * 4 / 2**20

@@ -131,10 +131,11 @@ void tile_body(int kc, const float *a, int lda, const void *bp, float *out, int 
             c40 = _mm256_add_ps(c40, b0); c41 = _mm256_add_ps(c41, b1); c50 = _mm256_add_ps(c50, b0); c51 = _mm256_add_ps(c51, b1);
         }
         if (relu) {
+            /* max(0, x) with 0 first: a NaN x stays NaN, as PyTorch's ReLU keeps it. */
             __m256 z = _mm256_setzero_ps();
-            c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z); c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z);
-            c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z); c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z);
-            c40 = _mm256_max_ps(c40, z); c41 = _mm256_max_ps(c41, z); c50 = _mm256_max_ps(c50, z); c51 = _mm256_max_ps(c51, z);
+            c00 = _mm256_max_ps(z, c00); c01 = _mm256_max_ps(z, c01); c10 = _mm256_max_ps(z, c10); c11 = _mm256_max_ps(z, c11);
+            c20 = _mm256_max_ps(z, c20); c21 = _mm256_max_ps(z, c21); c30 = _mm256_max_ps(z, c30); c31 = _mm256_max_ps(z, c31);
+            c40 = _mm256_max_ps(z, c40); c41 = _mm256_max_ps(z, c41); c50 = _mm256_max_ps(z, c50); c51 = _mm256_max_ps(z, c51);
         }
     }
     _mm256_storeu_ps(out + 0 * ldo, c00); _mm256_storeu_ps(out + 0 * ldo + 8, c01);

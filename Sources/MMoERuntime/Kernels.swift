@@ -27,7 +27,9 @@ enum Kernels {
 
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
-    static func packedGemm(_ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+    static func packedGemm(
+        _ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, path: KernelPath
+    ) {
         let n = step.output.width
         let k = step.input.width
         let panels = (n + 15) / 16
@@ -40,15 +42,16 @@ enum Kernels {
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
                     let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum ? min(threads, panels / 4) : 1
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
+                    let gemm = path == .avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
                     if splits <= 1 {
-                        mmoe_gemm_packed(Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c, Int32(ldc))
+                        gemm(Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels))
                         return
                     }
                     let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
                     DispatchQueue.concurrentPerform(iterations: splits) { part in
                         let begin = panels * part / splits
                         let end = panels * (part + 1) / splits
-                        mmoe_gemm_packed_panels(
+                        gemm(
                             Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, bf16, addresses.bias, addresses.relu, addresses.c,
                             Int32(ldc), Int32(begin), Int32(end))
                     }

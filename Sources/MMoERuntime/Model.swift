@@ -33,8 +33,19 @@ public final class Model: Sendable {
     /// Rows processed at once; larger batches run in chunks so scratch memory stays bounded.
     public static let chunkRows = 4096
 
-    /// Validates `tensors` against `spec` and compiles the plan.
-    public init(spec: ModelSpec, tensors: TensorStore) throws(ModelError) {
+    /// The matrix-multiply path this model runs on (chosen when it is loaded).
+    public let kernel: KernelPath
+
+    /// Validates `tensors` against `spec` and compiles the plan for the process's default
+    /// kernel path (`KernelPath.processDefault`).
+    public convenience init(spec: ModelSpec, tensors: TensorStore) throws(ModelError) {
+        try self.init(spec: spec, tensors: tensors, kernel: KernelPath.processDefault)
+    }
+
+    /// Validates `tensors` against `spec` and compiles the plan for `kernel`, which must be
+    /// supported by this CPU (`KernelPath.isSupported`); an unsupported path falls back to the best one.
+    public init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath) throws(ModelError) {
+        self.kernel = kernel.isSupported ? kernel : KernelPath.best
         let layout = try spec.validate(tensors: tensors)
         self.spec = spec
         self.tensors = tensors
@@ -61,7 +72,7 @@ public final class Model: Sendable {
         self.inputs = inputs
         self.featureIndex = featureIndex
 
-        var compiler = PlanCompiler(spec: spec, tensors: tensors)
+        var compiler = PlanCompiler(spec: spec, tensors: tensors, packed: self.kernel.isPacked)
         let input = compiler.allocate(width: layout.inputWidth)
         let towerInputs = try compiler.compileArchitecture(input: input)
         var towerItems: [(input: View, mlp: MLP, path: String)] = []
@@ -104,7 +115,7 @@ public final class Model: Sendable {
         let threads = ComputeThreads.current
         // Large batches on the packed kernel: contiguous row ranges per thread, each running the
         // whole network chunk by chunk (activations stay in cache, no synchronisation inside).
-        let parts = PackedKernel.isAvailable ? min(threads, rows / Model.minRowsPerThread) : 1
+        let parts = kernel.isPacked ? min(threads, rows / Model.minRowsPerThread) : 1
         if parts > 1 {
             let failure = Mutex<PredictError?>(nil)
             DispatchQueue.concurrentPerform(iterations: parts) { part in
@@ -145,7 +156,7 @@ public final class Model: Sendable {
 
     /// Runs rows `range` chunk by chunk on one scratch area.
     private func runRange(_ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int) throws(PredictError) {
-        let chunk = PackedKernel.isAvailable ? Model.packedChunkRows : Model.chunkRows
+        let chunk = kernel.isPacked ? Model.packedChunkRows : Model.chunkRows
         let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
         var start = range.lowerBound
@@ -242,7 +253,8 @@ public final class Model: Sendable {
                             c: pointer(step.output), ldc: ld(step.output))
                     }
                 } else {
-                    Kernels.packedGemm(step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output), threads: threads)
+                    Kernels.packedGemm(
+                        step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output), threads: threads, path: kernel)
                 }
             case .pointwise(let view, let ops):
                 Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)

@@ -2,14 +2,52 @@ import CMMoEKernels
 import MMoECore
 import Foundation
 
-/// The AVX2/FMA matrix-multiply kernel with weights packed at load time (x86-64 only; the
+/// The matrix-multiply paths a model can run on. The packed paths share one weight layout
+/// (16-column panels packed at load time) and differ in their inner kernel.
+public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// The portable fallback: OpenBLAS (one BLAS call per layer, no packing of our own).
+    case blas
+    /// The packed 6 x 16 AVX2/FMA kernel.
+    case avx2
+    /// The packed 12 x 32 AVX-512F kernel (1 x 16 rows for batch 1).
+    case avx512
+
+    public var description: String { rawValue }
+
+    /// Whether this CPU can run the path.
+    public var isSupported: Bool {
+        switch self {
+        case .blas: true
+        case .avx2: mmoe_kernels_available() != 0
+        case .avx512: mmoe_kernels_available() != 0 && mmoe_avx512_supported() != 0
+        }
+    }
+
+    /// Whether the path uses the packed weight layout.
+    var isPacked: Bool { self != .blas }
+
+    /// The fastest path this CPU supports.
+    public static var best: KernelPath { [.avx512, .avx2].first { $0.isSupported } ?? .blas }
+
+    /// The process default: `MMOE_KERNEL=blas|avx2|avx512` when set and supported, else the
+    /// fastest path the CPU supports (an unsupported or unknown choice says so on stderr once).
+    public static let processDefault: KernelPath = {
+        guard let value = getenv("MMOE_KERNEL").map({ String(cString: $0) }), !value.isEmpty else { return best }
+        guard let path = KernelPath(rawValue: value.lowercased()) else {
+            FileHandle.standardError.write(Data("swift-mmoe: MMOE_KERNEL=\(value) is not one of blas, avx2, avx512; using \(best)\n".utf8))
+            return best
+        }
+        guard path.isSupported else {
+            FileHandle.standardError.write(Data("swift-mmoe: MMOE_KERNEL=\(value) is not supported by this CPU; using \(best)\n".utf8))
+            return best
+        }
+        return path
+    }()
+}
+
+/// The packed matrix-multiply kernels with weights packed at load time (x86-64 only; the
 /// runtime falls back to BLAS elsewhere or when `MMOE_KERNEL=blas` is set).
 enum PackedKernel {
-    /// Whether this process uses the packed kernel.
-    static let isAvailable: Bool = {
-        if let choice = getenv("MMOE_KERNEL").map({ String(cString: $0) }), choice == "blas" { return false }
-        return mmoe_kernels_available() != 0
-    }()
 
     /// Packs linear weights `[out, in]` that together form the `outputs` columns of one
     /// multiply (each piece starting at a multiple of 16) into the kernel's 16-column panels,

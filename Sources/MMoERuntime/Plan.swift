@@ -123,13 +123,14 @@ struct PlanCompiler {
     var steps: [Step] = []
     var gates: [GatePlan] = []
 
-    init(spec: ModelSpec, tensors: TensorStore) {
+    init(spec: ModelSpec, tensors: TensorStore, packed: Bool) {
         self.spec = spec
         self.tensors = tensors
+        packedKernel = packed
     }
 
-    /// Whether the packed AVX2 kernel is used (decided once per process).
-    let packedKernel = PackedKernel.isAvailable
+    /// Whether the weights are packed for the packed kernels (else BLAS runs them as stored).
+    let packedKernel: Bool
 
     /// Appends a matrix multiply whose output column ranges `segments` (column, width, ops)
     /// each get their epilogue. On the packed path a leading bias and a following ReLU are

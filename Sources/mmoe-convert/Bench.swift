@@ -52,7 +52,10 @@ struct Bench: ParsableCommand {
             let loaded = try loadModel(model)
             if let threads { ComputeThreads.set(threads) }
             let threadCount = ComputeThreads.current
-            if !json { print("batch   threads   median_latency   p90_latency   examples/s") }
+            if !json {
+                print("kernel: \(loaded.kernel) (supported here: \(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)")
+                print("batch   threads   median_latency   p90_latency   examples/s")
+            }
             for size in batchSizes {
                 let inputs = PredictionFiles.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
                 for _ in 0..<3 { _ = try loaded.predict(inputs) }
@@ -69,7 +72,10 @@ struct Bench: ParsableCommand {
                 let p90 = times[min(times.count - 1, times.count * 9 / 10)]
                 let throughput = Double(size) / median
                 if json {
-                    let object: [String: Any] = ["batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "examples_per_s": throughput, "calls": times.count]
+                    let object: [String: Any] = [
+                        "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "examples_per_s": throughput, "calls": times.count,
+                        "kernel": loaded.kernel.rawValue,
+                    ]
                     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                     print(String(decoding: data, as: UTF8.self))
                 } else {

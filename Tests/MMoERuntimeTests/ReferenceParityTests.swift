@@ -4,15 +4,16 @@ import MMoERuntime
 import MMoETestSupport
 import Testing
 
-/// |optimized − reference| ≤ 1e-6 · max(1, |reference|) for every output and gate weight.
-func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Double]], gates: [String: [[Double]]]), rows: Int) {
+/// |optimized − reference| ≤ tolerance · max(1, |reference|) for every output and gate weight
+/// (float32 arithmetic against the reference's float64).
+func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Double]], gates: [String: [[Double]]]), rows: Int, tolerance: Double = 1e-6) {
     for name in prediction.outputNames {
         let got = prediction[name] ?? []
         let want = reference.outputs[name] ?? []
         #expect(got.count == rows && want.count == rows, "output \(name)")
         for r in 0..<min(got.count, want.count) {
             let error = abs(Double(got[r]) - want[r])
-            #expect(error <= 1e-6 * max(1, abs(want[r])), "output \(name) row \(r): \(got[r]) vs \(want[r])")
+            #expect(error <= tolerance * max(1, abs(want[r])), "output \(name) row \(r): \(got[r]) vs \(want[r])")
         }
     }
     for gate in prediction.gates {
@@ -21,7 +22,7 @@ func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Doub
         for r in 0..<min(rows, want.count) {
             for e in 0..<gate.experts {
                 let error = abs(Double(gate.weights[r * gate.experts + e]) - want[r][e])
-                #expect(error <= 1e-6, "gate \(gate.name) row \(r) expert \(e)")
+                #expect(error <= tolerance, "gate \(gate.name) row \(r) expert \(e)")
             }
         }
     }

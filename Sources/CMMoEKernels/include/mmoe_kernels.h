@@ -3,8 +3,8 @@
 #include <stddef.h>
 
 /* Dense matrix multiply with weights packed once at load time, bias and ReLU fused into the
- * store. x86-64 with AVX2+FMA only (checked at run time); elsewhere mmoe_kernels_available()
- * is 0 and the runtime uses BLAS. */
+ * store. x86-64 with AVX2+FMA (and an AVX-512 path over the same panels), checked at run time;
+ * elsewhere mmoe_kernels_available() is 0 and the runtime uses BLAS. */
 
 /// 1 when the packed kernel can run on this CPU.
 int mmoe_kernels_available(void);
@@ -35,6 +35,14 @@ void mmoe_gemm_packed(int m, int n, int k, const float *a, int lda, const void *
 /// columns over threads).
 void mmoe_gemm_packed_panels(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                              const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
+
+/// 1 when the CPU (and the OS) support AVX-512F.
+int mmoe_avx512_supported(void);
+
+/// The AVX-512 path of mmoe_gemm_packed_panels over the same panels (12 x 32 tiles, a 1 x 16
+/// row kernel for batches below 4). Call only when mmoe_avx512_supported() is 1.
+void mmoe_gemm_packed_panels_avx512(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
+                                    const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
 
 /// Continues a CRC-32C (Castagnoli) over `count` bytes. `state` is the running register (start
 /// with 0xFFFFFFFF, finish by XOR with 0xFFFFFFFF). Uses the SSE4.2 crc32 instruction when the

@@ -1,0 +1,117 @@
+import MMoECore
+import MMoETestSupport
+import Testing
+
+@testable import MMoERuntime
+
+/// Every matrix-multiply path this CPU supports against the naive reference evaluator, on
+/// every sample architecture, on shapes that cross every blocking edge (rows below and above
+/// the tile heights, k above one k block, partial panels, bf16 panels, folded batch norms).
+/// Paths the CPU lacks are printed as skipped, never silently passed.
+@Suite("Every kernel path against the reference")
+struct KernelPathTests {
+    static let rows = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 97, 131, 300]
+
+    static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64) throws {
+        let model = try Model(spec: spec, tensors: tensors, kernel: path)
+        #expect(model.kernel == path)
+        for count in rows {
+            let batch = randomBatch(for: spec, rows: count, seed: UInt64(count) + seed)
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: count)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: count, tolerance: 4e-6)
+        }
+    }
+
+    @Test("each supported path matches the reference on every sample architecture", arguments: KernelPath.allCases)
+    func samples(path: KernelPath) throws {
+        guard path.isSupported else {
+            print("kernel path \(path): SKIPPED, this CPU lacks it")
+            return
+        }
+        print("kernel path \(path): tested")
+        for sample in SampleSpecs.all {
+            try Self.check(sample.spec, try randomTensors(for: sample.spec, seed: 42), path: path, rows: Self.rows, seed: 7)
+        }
+    }
+
+    @Test("each supported path: wide inputs (several k blocks), partial panels, bf16 panels", arguments: KernelPath.allCases)
+    func edges(path: KernelPath) throws {
+        guard path.isSupported else {
+            print("kernel path \(path): SKIPPED, this CPU lacks it")
+            return
+        }
+        let wide = ModelSpec(
+            name: "wide", tables: [], features: [.dense("x", width: 700)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
+                          MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        try Self.check(wide, try randomTensors(for: wide, seed: 12), path: path, rows: Self.rows, seed: 1)
+
+        let folded = ModelSpec(
+            name: "bf16", tables: [], features: [.dense("x", width: 45)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 48, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
+                          MLP(layers: [.linear(units: 48, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        let tensors = try randomTensors(for: folded, seed: 33)
+        try Self.check(folded, tensors, path: path, rows: Self.rows, seed: 2)
+        var bf16 = tensors
+        for name in bf16.names where name.hasSuffix("weight") {
+            if let tensor = bf16[name], tensor.shape.count == 2 { bf16.set(try tensor.converted(to: .bf16), named: name) }
+        }
+        try Self.check(folded, bf16, path: path, rows: Self.rows, seed: 3)
+    }
+
+    @Test("a NaN dense value makes its row's outputs NaN on every path (as PyTorch and ONNX Runtime), other rows unchanged", arguments: KernelPath.allCases)
+    func nanPropagates(path: KernelPath) throws {
+        guard path.isSupported else {
+            print("kernel path \(path): SKIPPED, this CPU lacks it")
+            return
+        }
+        for sample in SampleSpecs.all {
+            let spec = sample.spec
+            guard spec.features.contains(where: { $0.name == "price" }) else { continue }
+            let model = try Model(spec: spec, tensors: try randomTensors(for: spec, seed: 4), kernel: path)
+            for rows in [1, 5, 40] {
+                let clean = randomBatch(for: spec, rows: rows, seed: 9)
+                var dirty = clean
+                let poisoned = rows / 2
+                if case .float32(var values)? = clean["price"]?.values, let shape = clean["price"]?.shape {
+                    values[poisoned] = .nan
+                    dirty["price"] = FeatureArray(values: .float32(values), shape: shape)
+                }
+                let expected = try model.predict(clean)
+                let got = try model.predict(dirty)
+                for name in got.outputNames {
+                    let values = try #require(got[name])
+                    let reference = try #require(expected[name])
+                    for r in 0..<rows {
+                        if r == poisoned {
+                            #expect(values[r].isNaN, "\(sample.name) \(path) \(name) row \(r): \(values[r])")
+                        } else {
+                            #expect(values[r] == reference[r], "\(sample.name) \(path) \(name) row \(r)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("an unsupported path falls back to the best supported one")
+    func fallback() throws {
+        let spec = SampleSpecs.mmoe
+        let tensors = try randomTensors(for: spec, seed: 1)
+        for path in KernelPath.allCases {
+            let model = try Model(spec: spec, tensors: tensors, kernel: path)
+            #expect(model.kernel == (path.isSupported ? path : KernelPath.best))
+        }
+        #expect(KernelPath.best.isSupported)
+    }
+}
