@@ -117,9 +117,20 @@ package enum FileIO {
     /// Writes a file atomically: a temporary file in the same folder, fsync, rename over the
     /// target, fsync of the folder. `body` receives a sink that appends bytes.
     package static func writeAtomically(path: String, _ body: (inout FileSink) throws(FormatError) -> Void) throws(FormatError) {
+        // Only a regular file is ever replaced (never a FIFO, a device such as /dev/null, a
+        // directory or a symbolic link), and it keeps its permission bits.
+        var existing = stat()
+        var mode: mode_t = 0o644
+        if lstat(path, &existing) == 0 {
+            guard (existing.st_mode & S_IFMT) == S_IFREG else {
+                throw .io(path: path, operation: "replace", reason: "the output exists and is not a regular file (a FIFO, device, directory or symbolic link); choose another path")
+            }
+            mode = existing.st_mode & 0o7777
+        }
         let temporary = temporaryPath(for: path)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .io(path: temporary, operation: "create", reason: errnoText()) }
+        _ = fchmod(fd, mode)
         var sink = FileSink(fd: fd, path: temporary)
         do throws(FormatError) {
             try body(&sink)

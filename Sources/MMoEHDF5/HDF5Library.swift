@@ -18,6 +18,9 @@ enum HDF5Library {
         let lock = self.lock
         lock.lock()
         defer { lock.unlock() }
+        // A thread-safe libhdf5 keeps the automatic error printing per thread: silence it on
+        // the calling thread every time (cheap), so no path prints HDF5-DIAG to stderr.
+        _ = mmoe_h5_silence_errors()
         return try body()
     }
 

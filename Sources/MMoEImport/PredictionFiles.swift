@@ -41,6 +41,10 @@ public enum PredictionFiles {
         guard !lines.isEmpty else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
         let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         let features = Dictionary(spec.features.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var seen = Set<String>()
+        for name in header where !seen.insert(name).inserted {
+            throw ImportError.malformed(path: path, offset: nil, reason: "the header names column '\(String(name.prefix(64)))' twice")
+        }
         for name in header where features[name] == nil {
             throw ImportError.malformed(path: path, offset: nil, reason: "column '\(name)' is not a feature of the model")
         }
@@ -108,6 +112,7 @@ public enum PredictionFiles {
             let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
             let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard let header = lines.first?.split(separator: ",").map(String.init) else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
+            guard Set(header).count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "the header names a column twice") }
             var columns = [[Float]](repeating: [], count: header.count)
             for (index, line) in lines.dropFirst().enumerated() {
                 let cells = line.split(separator: ",")

@@ -66,8 +66,13 @@ public enum TorchArchiveReader {
 
     static func read(zip: ZipArchive) throws(ImportError) -> (checkpoint: SourceCheckpoint, notes: [ImportNote]) {
         let path = zip.path
-        guard let pickle = zip.entries.first(where: { $0.name.hasSuffix("/data.pkl") || $0.name == "data.pkl" }) else {
+        let pickles = zip.entries.filter { $0.name.hasSuffix("/data.pkl") || $0.name == "data.pkl" }
+        guard let pickle = pickles.first else {
             throw .malformed(path: path, offset: nil, reason: "no data.pkl member: not a torch.save archive")
+        }
+        // torch refuses an archive with two record prefixes; which one is "the" model would be a guess.
+        guard pickles.count == 1 else {
+            throw .malformed(path: path, offset: nil, reason: "\(pickles.count) data.pkl members (\(pickles.prefix(3).map { "'\(String($0.name.prefix(64)))'" }.joined(separator: ", "))): a torch.save archive has one")
         }
         let prefix = String(pickle.name.dropLast("data.pkl".count))
         if let order = zip.entry(prefix + "byteorder") {
@@ -89,6 +94,7 @@ public enum TorchArchiveReader {
         }
         var tensors: [SourceTensor] = []
         var storages: [String: ByteStorage] = [:]
+        var checked = Set<String>()
         for name in dict.keys {
             guard case .tensor(let ref)? = dict.values[name] else {
                 notes.append(ImportNote(.ignored, "'\(name)' is not a tensor"))
@@ -117,6 +123,11 @@ public enum TorchArchiveReader {
             }
             let contiguous = isContiguous(shape: ref.shape, strides: ref.strides)
             if entry.method == 0, contiguous {
+                // Used in place: its CRC-32 is checked once here, as `data` checks copied members.
+                if !checked.contains(member) {
+                    try zip.checkStored(entry)
+                    checked.insert(member)
+                }
                 tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: zip.storage, byteOffset: entry.dataOffset + ref.offset * itemSize))
                 continue
             }

@@ -184,6 +184,15 @@ public struct ZipArchive: Sendable {
         return output
     }
 
+    /// Checks a stored (uncompressed) member's CRC-32 where it lies, for readers that use its
+    /// bytes in place instead of copying them through `data(_:limit:)`.
+    public func checkStored(_ entry: Entry) throws(ImportError) {
+        let bytes = UnsafeRawBufferPointer(rebasing: storage.bytes[entry.dataOffset..<(entry.dataOffset + entry.compressedSize)])
+        guard ZipArchive.crc32(bytes) == entry.crc32 else {
+            throw .malformed(path: path, offset: entry.dataOffset, reason: "member '\(entry.name)' fails its CRC-32 check")
+        }
+    }
+
     /// zlib's CRC-32 of a buffer of any size.
     public static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var crc: UInt = 0

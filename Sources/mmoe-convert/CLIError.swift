@@ -16,12 +16,37 @@ enum ExitCodes {
 
 /// Prints `mmoe-convert: error: <one line>` to stderr.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("mmoe-convert: error: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("mmoe-convert: error: \(printable(message))\n".utf8))
+}
+
+/// Longest message printed (a hostile file can put megabytes into a name the message echoes).
+let maxMessageCharacters = 4096
+
+/// One printable line: control characters (NUL included) escaped as `\u{…}`, at most
+/// `maxMessageCharacters` characters with the rest counted.
+func printable(_ message: String) -> String {
+    var out = ""
+    var count = 0
+    var dropped = 0
+    for scalar in message.unicodeScalars {
+        if count >= maxMessageCharacters {
+            dropped += 1
+            continue
+        }
+        if scalar.value < 0x20 || scalar.value == 0x7F {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+        count += 1
+    }
+    if dropped > 0 { out += "… (\(dropped) more characters)" }
+    return out
 }
 
 /// Prints to stderr (progress and notes stay out of stdout).
 func printNote(_ message: String) {
-    FileHandle.standardError.write(Data("\(message)\n".utf8))
+    FileHandle.standardError.write(Data("\(printable(message))\n".utf8))
 }
 
 /// Runs `body`, turning every library error into one line on stderr and exit code 2.
