@@ -331,6 +331,10 @@ public enum ArchitectureType: String, Codable, Sendable {
     case mmoe
     /// Progressive layered extraction (CGC levels).
     case ple
+    /// Adaptive information transfer (AITM, Xi et al. KDD 2021): one bottom per task; from the
+    /// second task on, an info gate on the previous task's representation and an attention over
+    /// (this task's representation, that info) replace this task's representation.
+    case aitm
 }
 
 /// One PLE / CGC level.
@@ -375,13 +379,19 @@ public struct Architecture: Codable, Sendable, Equatable {
     public var gates: [MLP]?
     /// ple: the levels.
     public var levels: [PLELevel]?
+    /// aitm: one bottom MLP per task, all with the same output width d.
+    public var bottoms: [MLP]?
+    /// aitm: one info-gate MLP (d → d) per task after the first, on the previous task's
+    /// representation. Each is followed by the attention transfer `aits.<t-1>` (query, key and
+    /// value weights `[d, d]`, no bias).
+    public var infoGates: [MLP]?
     /// One tower per task.
     public var towers: [MLP]
 
     /// An architecture.
     public init(
         type: ArchitectureType, bottom: MLP? = nil, experts: [MLP]? = nil, gate: MLP? = nil, gates: [MLP]? = nil,
-        levels: [PLELevel]? = nil, towers: [MLP]
+        levels: [PLELevel]? = nil, bottoms: [MLP]? = nil, infoGates: [MLP]? = nil, towers: [MLP]
     ) {
         self.type = type
         self.bottom = bottom
@@ -389,7 +399,14 @@ public struct Architecture: Codable, Sendable, Equatable {
         self.gate = gate
         self.gates = gates
         self.levels = levels
+        self.bottoms = bottoms
+        self.infoGates = infoGates
         self.towers = towers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case type, bottom, experts, gate, gates, levels, bottoms, towers
+        case infoGates = "info_gates"
     }
 }
 

@@ -18,6 +18,11 @@ public enum TensorNames {
     public static func layer(_ mlp: String, _ index: Int, _ parameter: String) -> String {
         "\(mlp).layers.\(index).\(parameter)"
     }
+    /// `aits.<index>.<part>.weight` `[d, d]` (part: query, key, value): the attention transfer
+    /// into task `index + 1` of an AITM.
+    public static func attention(_ index: Int, _ part: String) -> String { "aits.\(index).\(part).weight" }
+    /// The parts of an attention transfer, in the order their weights are fused.
+    public static let attentionParts = ["query", "key", "value"]
     /// `heads.<task index>.bias` `[1]`.
     public static func headBias(_ task: Int) -> String { "heads.\(task).bias" }
 }
@@ -76,6 +81,8 @@ extension Architecture {
                 if levels![l].sharedGate != nil { body("levels.\(l).shared_gate", &levels![l].sharedGate!) }
             }
         }
+        if bottoms != nil { for t in bottoms!.indices { body("bottoms.\(t)", &bottoms![t]) } }
+        if infoGates != nil { for t in infoGates!.indices { body("info_gates.\(t)", &infoGates![t]) } }
         for t in towers.indices { body("towers.\(t)", &towers[t]) }
     }
 }
@@ -98,6 +105,8 @@ extension ModelSpec {
             for (t, mlp) in level.specificGates.enumerated() { result.append(("levels.\(l).specific_gates.\(t)", mlp)) }
             if let gate = level.sharedGate { result.append(("levels.\(l).shared_gate", gate)) }
         }
+        for (t, mlp) in (a.bottoms ?? []).enumerated() { result.append(("bottoms.\(t)", mlp)) }
+        for (t, mlp) in (a.infoGates ?? []).enumerated() { result.append(("info_gates.\(t)", mlp)) }
         for (t, mlp) in a.towers.enumerated() { result.append(("towers.\(t)", mlp)) }
         return result
     }
@@ -391,13 +400,13 @@ private struct LayoutBuilder {
         }
         switch a.type {
         case .sharedBottom, .esmm:
-            try unused([("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil)])
+            try unused([("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
             if a.type == .esmm { try unused([("bottom", a.bottom != nil)]) }
             var width = inputWidth
             if let bottom = a.bottom { width = try mlp(bottom, path: "bottom", jsonPath: "\(root).bottom", width: inputWidth) }
             return Array(repeating: width, count: tasks)
         case .omoe, .mmoe:
-            try unused([("bottom", a.bottom != nil), ("levels", a.levels != nil)])
+            try unused([("bottom", a.bottom != nil), ("levels", a.levels != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
             guard let experts = a.experts, !experts.isEmpty, experts.count <= SpecLimits.maxExperts else {
                 throw fail("\(root).experts", "between 1 and \(SpecLimits.maxExperts) experts are needed")
             }
@@ -418,8 +427,29 @@ private struct LayoutBuilder {
                 }
             }
             return Array(repeating: width, count: tasks)
+        case .aitm:
+            try unused([("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil)])
+            guard tasks >= 2, let bottoms = a.bottoms, bottoms.count == tasks else {
+                throw fail("\(root).bottoms", "an aitm architecture needs one bottom per task and at least two tasks (\(tasks))")
+            }
+            var width: Int?
+            for (t, bottom) in bottoms.enumerated() {
+                let out = try mlp(bottom, path: "bottoms.\(t)", jsonPath: "\(root).bottoms[\(t)]", width: inputWidth)
+                if let width, width != out { throw fail("\(root).bottoms[\(t)]", "outputs \(out) values, the first bottom \(width)") }
+                width = out
+            }
+            let d = width ?? 0
+            guard let infoGates = a.infoGates, infoGates.count == tasks - 1 else {
+                throw fail("\(root).info_gates", "an aitm architecture needs one info gate per task after the first (\(tasks - 1))")
+            }
+            for (t, gate) in infoGates.enumerated() {
+                let out = try mlp(gate, path: "info_gates.\(t)", jsonPath: "\(root).info_gates[\(t)]", width: d)
+                guard out == d else { throw fail("\(root).info_gates[\(t)]", "outputs \(out) values; the attention needs \(d)") }
+                for part in TensorNames.attentionParts { require(TensorNames.attention(t, part), [d, d]) }
+            }
+            return Array(repeating: d, count: tasks)
         case .ple:
-            try unused([("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil)])
+            try unused([("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
             guard let levels = a.levels, !levels.isEmpty, levels.count <= SpecLimits.maxLevels else {
                 throw fail("\(root).levels", "between 1 and \(SpecLimits.maxLevels) levels are needed")
             }

@@ -152,8 +152,31 @@ struct RechubImporter {
             if features.contains(where: { $0.kind == .dense }) {
                 throw .unsupported(path: conversion.file, reason: "torch-rechub ESMM embeds user and item features only; dense features are not part of it")
             }
+        case "aitm":
+            // Every AITM task is binary (its forward applies a sigmoid to each tower).
+            let count = keys.count { "bottoms.\($0).mlp.0.weight" }
+            try CheckpointConverter.checkCount(args, "n_task", count, path: path)
+            tasks = try CheckpointConverter.tasks(conversion, names: nil, types: nil, count: count, path: path)
+            guard tasks.count == count, tasks.allSatisfy({ $0.head == .sigmoid }) else {
+                throw .mismatch(path: conversion.file, reason: "AITM has \(count) binary tasks in the checkpoint; the spec lists \(tasks.count) (\(tasks.map(\.name).joined(separator: ", ")))")
+            }
+            let bottomParams = try args.object("bottom_params")
+            var bottoms: [MLP] = []
+            for t in 0..<count { bottoms.append(try builder.mlp("bottoms.\(t)", try mlp("bottoms.\(t)", params: bottomParams, outputLayer: false, keys: &keys, notes: &notes))) }
+            var infoGates: [MLP] = []
+            for t in 0..<(count - 1) {
+                // MLP(d, output_layer=False, dims=[d]): torch-rechub's defaults, ReLU and batch norm.
+                infoGates.append(try builder.mlp("info_gates.\(t)", try mlp("info_gates.\(t)", activation: "relu", outputLayer: false, keys: &keys, notes: &notes)))
+                for (part, layer) in zip(TensorNames.attentionParts, ["q_layer", "k_layer", "v_layer"]) {
+                    try builder.put(try keys.take("aits.\(t).\(layer).weight"), TensorNames.attention(t, part))
+                }
+            }
+            var towers: [MLP] = []
+            for t in 0..<count { towers.append(try builder.mlp("towers.\(t)", try mlp("towers.\(t)", params: towerParams?[safe: t], outputLayer: true, keys: &keys, notes: &notes))) }
+            architecture = Architecture(type: .aitm, bottoms: bottoms, infoGates: infoGates, towers: towers)
+            notes.append(ImportNote(.inferred, "\(count) tasks, \(count - 1) attention transfers"))
         default:
-            throw .unsupported(path: conversion.file, reason: "torch-rechub model '\(conversion.model)' (MMOE, PLE, ESMM, SharedBottom)")
+            throw .unsupported(path: conversion.file, reason: "torch-rechub model '\(conversion.model)' (MMOE, PLE, ESMM, SharedBottom, AITM)")
         }
         return ModelSpec(
             name: conversion.model, tables: tables, features: features, concat: concat, architecture: architecture,

@@ -60,6 +60,35 @@ enum Kernels {
         }
     }
 
+    /// AITM's two-item attention per row: a_j = ⟨q_j, k_j⟩ / √width over the two items (each
+    /// row of `first`/`second` holds q, k, v at columns 0, stride, 2·stride), softmax over j,
+    /// output = Σ_j w_j · v_j.
+    static func attention(
+        first: UnsafeMutablePointer<Float>, firstLD: Int, second: UnsafeMutablePointer<Float>, secondLD: Int, stride: Int, width: Int,
+        output: UnsafeMutablePointer<Float>, outputLD: Int, rows: Int
+    ) {
+        let scale = 1 / Float(width).squareRoot()
+        for r in 0..<rows {
+            let x0 = first + r * firstLD
+            let x1 = second + r * secondLD
+            var a0: Float = 0
+            var a1: Float = 0
+            for c in 0..<width {
+                a0 += x0[c] * x0[stride + c]
+                a1 += x1[c] * x1[stride + c]
+            }
+            a0 *= scale
+            a1 *= scale
+            let top = max(a0, a1)
+            let e0 = Foundation.exp(a0 - top)
+            let e1 = Foundation.exp(a1 - top)
+            let w0 = e0 / (e0 + e1)
+            let w1 = e1 / (e0 + e1)
+            let out = output + r * outputLD
+            for c in 0..<width { out[c] = w0 * x0[2 * stride + c] + w1 * x1[2 * stride + c] }
+        }
+    }
+
     /// Runs `body` over `rows` split into contiguous chunks on up to `threads` threads (one
     /// chunk, on the caller's thread, when the work is small).
     static func parallelRows(_ rows: Int, work: Int, threads: Int, _ body: (Range<Int>) -> Void) {

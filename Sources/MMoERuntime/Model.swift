@@ -264,6 +264,10 @@ public final class Model: Sendable {
                 for r in 0..<rows { (destination + r * ld(to)).update(from: source + r * ld(from), count: from.width) }
             case .softmax(let view):
                 Kernels.softmax(base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)
+            case .attention(let first, let second, let stride, let width, let output):
+                Kernels.attention(
+                    first: pointer(first), firstLD: ld(first), second: pointer(second), secondLD: ld(second), stride: stride, width: width,
+                    output: pointer(output), outputLD: ld(output), rows: rows)
             case .mix(let gate, let experts, let output):
                 let g = UInt(bitPattern: pointer(gate))
                 let gateLD = ld(gate)

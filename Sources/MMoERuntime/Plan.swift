@@ -53,6 +53,10 @@ enum Step: Sendable {
     case softmax(View)
     /// output[b] = Σ_e gate[b, e] · experts[e][b]
     case mix(gate: View, experts: [View], output: View)
+    /// AITM's attention transfer over two items per row, each given as its query, key and
+    /// value side by side at columns 0, `stride`, 2·`stride` of its view:
+    /// a_j = ⟨q_j, k_j⟩ / √width, w = softmax(a), output = w_0·v_0 + w_1·v_1.
+    case attention(first: View, second: View, stride: Int, width: Int, output: View)
 }
 
 /// How a task's tower output becomes its prediction.
@@ -364,6 +368,27 @@ struct PlanCompiler {
         return outputs.map { $0 ?? View(buffer: 0, column: 0, width: 0) }
     }
 
+    /// AITM's attention transfer `aits.<index>` over (current, info): the query, key and value
+    /// of each item are one fused matrix multiply, then the two-item attention.
+    mutating func attention(current: View, info: View, index: Int) throws(ModelError) -> View {
+        let width = current.width
+        let stride = (width + 15) / 16 * 16
+        var pieces: [(column: Int, outputs: Int, weight: DenseWeight)] = []
+        for (p, part) in TensorNames.attentionParts.enumerated() {
+            let name = TensorNames.attention(index, part)
+            guard let tensor = tensors[name] else { throw .missingTensor(name: name, expectedShape: [width, width]) }
+            pieces.append((p * stride, width, DenseWeight(name: name, tensor: tensor)))
+        }
+        let segments = pieces.map { (column: $0.column, width: width, ops: [PointwiseOp]()) }
+        let first = allocate(width: 3 * stride)
+        try appendDense(input: current, pieces: pieces, output: first, segments: segments)
+        let second = allocate(width: 3 * stride)
+        try appendDense(input: info, pieces: pieces, output: second, segments: segments)
+        let output = allocate(width: width)
+        steps.append(.attention(first: first, second: second, stride: stride, width: width, output: output))
+        return output
+    }
+
     /// Softmax over a gate's output, then the weighted sum of the experts.
     mutating func mixture(gate: View, experts: [View], gateName: String) -> View {
         steps.append(.softmax(gate))
@@ -399,6 +424,14 @@ struct PlanCompiler {
             return (0..<taskCount).map { t in
                 mixture(gate: views[experts.count + t], experts: expertViews, gateName: spec.tasks[t].name)
             }
+        case .aitm:
+            let bottoms = a.bottoms ?? []
+            var views = try compileMLPs(bottoms.enumerated().map { (input: input, mlp: $0.element, path: "bottoms.\($0.offset)") })
+            for (index, gate) in (a.infoGates ?? []).enumerated() {
+                let info = try compileMLPs([(views[index], gate, "info_gates.\(index)")])[0]
+                views[index + 1] = try attention(current: views[index + 1], info: info, index: index)
+            }
+            return views
         case .ple:
             var taskInputs = Array(repeating: input, count: taskCount)
             var sharedInput = input

@@ -43,6 +43,8 @@ struct ModelSummary {
             }
         }
         if a.bottom != nil { result["bottom"] = true }
+        if let bottoms = a.bottoms { result["bottoms"] = bottoms.count }
+        if let infoGates = a.infoGates { result["info_gates"] = infoGates.count }
         return result
     }
 
@@ -54,6 +56,10 @@ struct ModelSummary {
         if let experts = a.experts, let first = experts.first { lines.append("  experts: \(experts.count) x \(describe(first))") }
         if let gate = a.gate { lines.append("  gate (shared): \(describe(gate)) > softmax") }
         if let gates = a.gates { lines.append("  gates: \(gates.count) (one per task), first: \(gates.first.map(describe) ?? "") > softmax") }
+        if let bottoms = a.bottoms, let first = bottoms.first { lines.append("  bottoms: \(bottoms.count) (one per task) x \(describe(first))") }
+        if let infoGates = a.infoGates, let first = infoGates.first {
+            lines.append("  info gates: \(infoGates.count) x \(describe(first)) > attention transfer to the next task (query, key, value)")
+        }
         for (l, level) in (a.levels ?? []).enumerated() {
             lines.append("  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts \(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")")
         }

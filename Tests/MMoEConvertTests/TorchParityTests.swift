@@ -22,7 +22,7 @@ struct TorchParityTests {
         for expected in [
             "rechub_mmoe", "rechub_ple", "rechub_esmm", "rechub_sharedbottom", "deepctr_torch_mmoe", "deepctr_torch_mmoe_bn_prelu",
             "deepctr_torch_ple", "deepctr_torch_esmm", "deepctr_torch_sharedbottom", "plain_mmoe", "plain_stacked_mmoe",
-            "rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu",
+            "rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu", "rechub_aitm", "plain_keras_layout_mmoe", "plain_bn_mmoe",
         ] {
             #expect(names.contains(expected), "fixture \(expected)")
         }

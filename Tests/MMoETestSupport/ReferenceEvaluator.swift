@@ -176,6 +176,26 @@ public struct ReferenceEvaluator {
                     if a.type == .mmoe || t == 0 { gates[name, default: []].append(g) }
                     towerInputs.append(mix(g, experts))
                 }
+            case .aitm:
+                // Straight from the paper's code: q, k, v of both items, scaled dot products,
+                // softmax over the two items, weighted sum of the values.
+                var inputs = (a.bottoms ?? []).enumerated().map { mlp($0.element, path: "bottoms.\($0.offset)", x) }
+                for (index, gate) in (a.infoGates ?? []).enumerated() {
+                    let info = mlp(gate, path: "info_gates.\(index)", inputs[index])
+                    let items = [inputs[index + 1], info]
+                    func project(_ part: String, _ v: [Double]) -> [Double] {
+                        let w = values(TensorNames.attention(index, part))
+                        let d = v.count
+                        return (0..<d).map { o in (0..<d).reduce(0.0) { $0 + w[o * d + $1] * v[$1] } }
+                    }
+                    let scores = items.map { item in
+                        zip(project("query", item), project("key", item)).reduce(0.0) { $0 + $1.0 * $1.1 } / Double(item.count).squareRoot()
+                    }
+                    let weights = softmax(scores)
+                    let valuesOfItems = items.map { project("value", $0) }
+                    inputs[index + 1] = (0..<valuesOfItems[0].count).map { c in weights[0] * valuesOfItems[0][c] + weights[1] * valuesOfItems[1][c] }
+                }
+                towerInputs = inputs
             case .ple:
                 var taskInputs = Array(repeating: x, count: spec.tasks.count)
                 var shared = x

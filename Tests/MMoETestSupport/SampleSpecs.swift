@@ -113,8 +113,19 @@ public enum SampleSpecs {
             tasks: [TaskHead(name: "ctr"), TaskHead(name: "cvr", predictionBias: true)])
     }
 
+    /// AITM with three tasks (two attention transfers), BN info gates like torch-rechub, a
+    /// bottom width that is not a multiple of 16 (the fused q/k/v columns are padded).
+    public static var aitm: ModelSpec {
+        let infoGate = MLP(layers: [.linear(units: 7, bias: true), .batchNorm(eps: 1e-5, affine: true), .relu])
+        return spec(
+            Architecture(
+                type: .aitm, bottoms: [expert([9, 7], bn: true), expert([9, 7], bn: true), expert([9, 7], bn: true)],
+                infoGates: [infoGate, infoGate], towers: [tower([4]), tower([4]), tower([5])]),
+            tasks: [TaskHead(name: "click"), TaskHead(name: "purchase"), TaskHead(name: "repurchase", head: .identity)])
+    }
+
     /// Every sample by name.
     public static var all: [(name: String, spec: ModelSpec)] {
-        [("mmoe", mmoe), ("omoe", omoe), ("shared_bottom", sharedBottom), ("esmm", esmm), ("ple", ple)]
+        [("mmoe", mmoe), ("omoe", omoe), ("shared_bottom", sharedBottom), ("esmm", esmm), ("ple", ple), ("aitm", aitm)]
     }
 }
