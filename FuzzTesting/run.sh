@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harness and fuzzes one parser for a while.
 #   bash FuzzTesting/run.sh TARGET [SECONDS]
-# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras onnx
+# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras keras-config onnx
 # Seeds come from fixtures/ (copied into FuzzTesting/corpus/TARGET); crashes are written to
 # FuzzTesting/crashes/TARGET; copy fixed ones to fixtures/fuzz-regressions/TARGET/ so that
 # the normal test suite replays them.
@@ -20,7 +20,7 @@ seed() { for f in "$@"; do [ -f "$f" ] && cp -n "$f" "$corpus/" 2>/dev/null || t
 case $target in
     mmoe) seed ../fixtures/damaged/valid.mmoe ../fixtures/damaged/mmoe/*.mmoe ;;
     hdf5) seed ../fixtures/damaged/valid.h5 ../fixtures/damaged/hdf5/*.h5 ;;
-    torch) seed ../fixtures/torch/*/model.pt ../fixtures/hostile/*.pt ;;
+    torch) seed ../fixtures/torch/*/model.pt ../fixtures/torch/*/*.ckpt ../fixtures/torch/*/*_checkpoint.pt ../fixtures/hostile/*.pt ;;
     safetensors) seed ../fixtures/torch/plain_*/model.safetensors ../fixtures/hostile/*.safetensors ;;
     npz) seed ../fixtures/torch/plain_*/inputs.npz ../fixtures/hostile/*.npz ;;
     npy) python3 -c "import numpy as np; np.save('$corpus/a.npy', np.arange(6, dtype=np.float32).reshape(2,3)); np.save('$corpus/b.npy', np.arange(4))" ;;
@@ -28,7 +28,15 @@ case $target in
     conversion-spec) seed ../fixtures/torch/plain_*/conversion.json ;;
     tf-index) seed ../fixtures/keras/*/tf_checkpoint/model.index ;;
     onnx) seed ../fixtures/torch/*/model.legacy*.onnx ../fixtures/torch/*/model.dynamo18.onnx ../fixtures/hostile/onnx_*.onnx ;;
-    keras) seed ../fixtures/keras/*/model.h5 ../fixtures/keras3/*/model.weights.h5 ;;
+    keras) seed ../fixtures/keras/*/model.h5 ../fixtures/keras/*/model_full.h5 ../fixtures/keras3/*/model.weights.h5 ;;
+    keras-config)
+        for f in ../fixtures/keras/*/model_full.h5; do
+            # needs h5py (PYTHON names an interpreter that has it)
+            "${PYTHON:-python3}" -c "import h5py,sys; sys.stdout.write(h5py.File(sys.argv[1]).attrs['model_config'])" "$f" > "$corpus/$(basename "$(dirname "$f")").json" 2>/dev/null || true
+        done
+        for f in ../fixtures/keras3/*/model.keras; do
+            python3 -c "import zipfile,sys; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read('config.json').decode())" "$f" > "$corpus/$(basename "$(dirname "$f")").keras.json"
+        done ;;
     model-spec) python3 -c "import json; print(json.dumps(json.load(open('../fixtures/torch/plain_mmoe/conversion.json'))['spec']))" > "$corpus/spec.json" ;;
 esac
 export MMOE_FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no

@@ -9,7 +9,9 @@ import MMoERuntime
 /// acceptable: hostile bytes must end in a typed error.
 public enum ParserHarness {
     /// The parsers that can be exercised.
-    public static let targets = ["mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "onnx"]
+    public static let targets = [
+        "mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "keras-config", "onnx",
+    ]
 
     /// A small model whose spec the CSV target reads inputs for.
     static let csvSpec = ModelSpec(
@@ -58,7 +60,16 @@ public enum ParserHarness {
             _ = FileManager.default.createFile(atPath: scratch + ".data-00000-of-00001", contents: Data())
             return (try? TFCheckpointReader.read(path: index)) != nil
         case "keras":
-            return (try? KerasH5Reader.read(path: file(".h5"))) != nil
+            // The reader (Keras 2 layer lists, Keras 3 nested groups, the HDF5 pre-read scan),
+            // then the conversion without a spec (a full-model file's config).
+            let path = file(".h5")
+            guard (try? KerasH5Reader.read(path: path)) != nil else { return false }
+            _ = try? ModelImporter.load(path: path, format: .keras)
+            return true
+        case "keras-config":
+            // A Keras model config (JSON) read as data into a DeepCTR conversion spec.
+            var notes: [ImportNote] = []
+            return (try? KerasConfigInference.infer(config: Array(bytes), path: "fuzz.json", notes: &notes)) != nil
         case "onnx":
             // The graph walk and parameter recovery, then the conversion without a spec (the
             // features, activations and heads read from the graph); external data may only
