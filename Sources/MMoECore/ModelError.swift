@@ -22,6 +22,9 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTensor(name: String?, reason: String)
     /// A tensor holds NaN or infinity where finite values are required.
     case nonFiniteTensor(name: String, index: Int)
+    /// An allocation the model asks for does not fit the memory this process may use
+    /// (`MemoryBudget`); the text names the size, the budget and how to raise it.
+    case memory(String)
 
     public var description: String {
         switch self {
@@ -39,6 +42,7 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidTensor(let name, let reason):
             name.map { "tensor '\($0)': \(reason)" } ?? "invalid tensor: \(reason)"
         case .nonFiniteTensor(let name, let index): "tensor '\(name)' holds a non-finite value at element \(index)"
+        case .memory(let reason): reason
         }
     }
 }

@@ -21,6 +21,9 @@ public enum ImportError: Error, Sendable, Equatable, CustomStringConvertible {
     case hdf5(HDF5Error)
     /// The resulting model was rejected.
     case invalidModel(path: String, ModelError)
+    /// An allocation the file asks for does not fit the memory this process may use
+    /// (`MemoryBudget`); the reason names the size, the budget and how to raise it.
+    case memory(path: String, reason: String)
 
     /// The same error reported against `path` instead of `old` (a member read through a
     /// temporary copy is named `archive:member`).
@@ -31,6 +34,7 @@ public enum ImportError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unsupported(let p, let reason): .unsupported(path: p == old ? path : p, reason: reason)
         case .mismatch(let p, let reason): .mismatch(path: p == old ? path : p, reason: reason)
         case .hdf5(let error): .hdf5(error.replacingPath(path))
+        case .memory(let p, let reason): .memory(path: p == old ? path : p, reason: reason)
         default: self
         }
     }
@@ -47,6 +51,7 @@ public enum ImportError: Error, Sendable, Equatable, CustomStringConvertible {
         case .mismatch(let path, let reason): "\(path): \(reason)"
         case .hdf5(let error): error.description
         case .invalidModel(let path, let error): "\(path): \(error)"
+        case .memory(let path, let reason): "\(path): \(reason)"
         }
     }
 }

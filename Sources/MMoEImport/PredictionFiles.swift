@@ -36,6 +36,12 @@ public enum PredictionFiles {
     /// the feature's padding id).
     public static func readCSV(_ path: String, spec: ModelSpec) throws -> [String: FeatureArray] {
         let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
+        // Lines, cells and the arrays built from them take several times the text and a few
+        // hundred bytes of array headers per row.
+        let rows = bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+        if let reason = MemoryBudget.refusal(bytes.count * 6 + rows * 400, for: "parsing this CSV of \(rows) lines") {
+            throw ImportError.memory(path: path, reason: reason)
+        }
         let text = String(decoding: bytes, as: UTF8.self)
         var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !lines.isEmpty else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }

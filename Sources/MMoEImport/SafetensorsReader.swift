@@ -8,6 +8,29 @@ import MMoEFormat
 public enum SafetensorsReader {
     /// Largest header accepted.
     public static let maxHeaderBytes = 100_000_000
+    /// Most tensors a header may list.
+    public static let maxTensors = 200_000
+
+    /// Occurrences of `needle` in `haystack` (a plain scan; the header is at most 100 MB).
+    static func count(of needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int {
+        guard let first = needle.first, haystack.count >= needle.count else { return 0 }
+        var found = 0
+        var i = 0
+        let last = haystack.count - needle.count
+        while i <= last {
+            if haystack[i] == first {
+                var j = 1
+                while j < needle.count, haystack[i + j] == needle[j] { j += 1 }
+                if j == needle.count {
+                    found += 1
+                    i += needle.count
+                    continue
+                }
+            }
+            i += 1
+        }
+        return found
+    }
 
     /// Reads a file.
     public static func read(path: String) throws(ImportError) -> SourceCheckpoint {
@@ -27,6 +50,13 @@ public enum SafetensorsReader {
         guard headerLength <= bytes.count - 8 else { throw fail(0, "header of \(headerLength) bytes runs past the end of the file") }
         let headerBytes = Data(UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + headerLength)]))
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail(8, "header does not start with '{'") }
+        // Foundation's JSON objects take kilobytes per entry: count the entries first (every
+        // tensor has a "data_offsets" key), bound them, and check the memory they will need.
+        let entries = headerBytes.withUnsafeBytes { count(of: Array("\"data_offsets\"".utf8), in: $0) }
+        guard entries <= maxTensors else { throw .limitExceeded(path: path, what: "safetensors header listing \(entries) tensors", limit: maxTensors) }
+        if let reason = MemoryBudget.refusal(headerLength * 8 + entries * 4096, for: "parsing a safetensors header of \(entries) tensors") {
+            throw .memory(path: path, reason: reason)
+        }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: headerBytes)

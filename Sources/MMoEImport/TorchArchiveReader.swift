@@ -141,6 +141,10 @@ public enum TorchArchiveReader {
             if contiguous {
                 tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: bytes, byteOffset: ref.offset * itemSize))
             } else {
+                // A strided view is copied: many views of one storage must not exhaust memory.
+                if let reason = MemoryBudget.refusal(count * itemSize, for: "copying the strided tensor '\(String(name.prefix(64)))'") {
+                    throw .memory(path: path, reason: reason)
+                }
                 tensors.append(gather(name: name, dtype: ref.storage.dtype, shape: ref.shape, strides: ref.strides, offset: ref.offset, from: bytes))
             }
         }

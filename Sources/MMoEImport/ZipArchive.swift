@@ -171,6 +171,10 @@ public struct ZipArchive: Sendable {
         guard entry.method == 0 || overflow || entry.size <= bound + 1024 else {
             throw .limitExceeded(path: path, what: "expansion of member '\(entry.name)' (\(entry.compressedSize) bytes declared to become \(entry.size))", limit: bound + 1024)
         }
+        // Expanded once here; callers usually keep a copy of it (two buffers at the peak).
+        if let reason = MemoryBudget.refusal(entry.size.multipliedReportingOverflow(by: 2).partialValue, for: "expanding member '\(entry.name)' (\(entry.size) bytes)") {
+            throw .memory(path: path, reason: reason)
+        }
         let source = UnsafeRawBufferPointer(rebasing: storage.bytes[entry.dataOffset..<(entry.dataOffset + entry.compressedSize)])
         let output: [UInt8]
         if entry.method == 0 {

@@ -143,6 +143,11 @@ struct PlanCompiler {
     mutating func appendDense(
         input: View, pieces: [(column: Int, outputs: Int, weight: DenseWeight)], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]
     ) throws(ModelError) {
+        // Weights are copied (packed) at load: a file declaring more than the process can get is refused.
+        let (floats, overflow) = input.width.multipliedReportingOverflow(by: (output.width + 15) / 16 * 16)
+        if let reason = MemoryBudget.refusal(overflow ? Int.max : floats.multipliedReportingOverflow(by: 4).partialValue, for: "packing the weights of a \(input.width) x \(output.width) layer") {
+            throw .memory(reason)
+        }
         guard packedKernel else {
             // BLAS wants one [total, in] matrix: each piece's rows at its column offset.
             var stacked = [Float](repeating: 0, count: input.width * output.width)

@@ -71,14 +71,23 @@ struct Convert: ParsableCommand {
                 result.tensors = try ModelTransforms.quantizeEmbeddings(spec: result.spec, tensors: result.tensors)
             }
             let format = to ?? (output.lowercased().hasSuffix(".h5") || output.lowercased().hasSuffix(".hdf5") ? "h5" : "mmoe")
+            // The written model is opened (mapped, its weights packed) to prove it works: a model
+            // that could not be opened here is refused before anything is written.
+            let total = result.tensors.names.reduce(0) { $0 + (result.tensors[$1]?.byteCount ?? 0) }
+            if let reason = MemoryBudget.refusal(total.multipliedReportingOverflow(by: 2).partialValue, for: "opening the converted model (\(total) bytes of tensors)") {
+                throw ImportError.memory(path: output, reason: reason + "; nothing was written")
+            }
             if terminal { printNote("writing \(output) ...") }
             if format == "h5" {
                 try HDF5Codec.write(spec: result.spec, tensors: result.tensors, to: output)
             } else {
                 try ModelFileWriter.write(spec: result.spec, tensors: result.tensors, to: output)
             }
-            // Prove the written file opens and compiles.
-            _ = try loadModel(output)
+            // Prove the written file opens and compiles; a file the tool itself rejects is removed.
+            do { _ = try loadModel(output) } catch {
+                try? FileManager.default.removeItem(atPath: output)
+                throw error
+            }
             print(ModelSummary(spec: result.spec, tensors: result.tensors).text(title: "wrote \(output) (\(format))"))
         }
     }

@@ -10,15 +10,24 @@ struct CommandResult {
     let stderr: String
 }
 
-func mmoeConvert(_ arguments: [String]) throws -> CommandResult {
+/// `prefix` runs the tool through another program (`prlimit`), `environment` adds variables.
+func mmoeConvert(_ arguments: [String], prefix: String? = nil, environment: [String: String] = [:]) throws -> CommandResult {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("mmoe-convert")
     let candidates = [binary.path, fixturesPath + "/../.build/debug/mmoe-convert"]
     guard let executable = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: binary.path])
     }
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
+    if let prefix {
+        process.executableURL = URL(fileURLWithPath: prefix)
+        // prlimit's options come first in `arguments`, up to "--"; the tool follows.
+        let split = arguments.firstIndex(of: "--") ?? 0
+        process.arguments = Array(arguments[..<split]) + [executable] + Array(arguments[(split + 1)...])
+    } else {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+    }
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out

@@ -135,3 +135,64 @@ struct ReliabilityTests {
         #expect(!text.contains("HDF5-DIAG"), "\(text.prefix(400))")
     }
 }
+
+/// Issue 14 item 3: files that expand to gigabytes, run under a 4 GB address-space limit
+/// (`prlimit --as`), end in a typed error naming the budget, never in a killed process. The
+/// files are generated at test time by `fixtures/scripts/make_large_reproductions.py`.
+@Suite("Allocations sized by files", .serialized)
+struct AllocationBudgetTests {
+    @Test("bombs under a 4 GB address-space limit: .pt storage, .npz, .keras, prediction inputs, a 9 M-row CSV")
+    func bombs() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let generator = Process()
+        generator.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        generator.arguments = ["python3", fixturesPath + "/scripts/make_large_reproductions.py", folder.path, "--csv"]
+        generator.standardOutput = FileHandle.nullDevice
+        try generator.run()
+        generator.waitUntilExit()
+        try #require(generator.terminationStatus == 0, "the generator failed")
+        let model = folder.file("model.mmoe")
+        let source = fixturesPath + "/torch/rechub_mmoe"
+        #expect(try mmoeConvert(["convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", model]).status == 0)
+        let runs: [[String]] = [
+            ["inspect", folder.file("bomb.pt")], ["inspect", folder.file("bomb.npz")], ["inspect", folder.file("bomb.keras")],
+            ["predict", model, "--inputs", folder.file("bomb_inputs.npz"), "-o", folder.file("p.npz")],
+            ["predict", model, "--inputs", folder.file("rows.csv"), "-o", folder.file("p.npz")],
+        ]
+        for arguments in runs {
+            let result = try mmoeConvert(["--as=4000000000", "--"] + arguments, prefix: "/usr/bin/prlimit")
+            #expect(result.status == 2, "\(arguments): status \(result.status), \(result.stderr.suffix(300))")
+            #expect(result.stderr.contains("more than the") && result.stderr.contains("MMOE_MAX_MEMORY"), "\(arguments): \(result.stderr.suffix(300))")
+        }
+    }
+
+    @Test("MMOE_MAX_MEMORY lowers the budget: a small model refused, with the limit named")
+    func configuredBudget() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let source = fixturesPath + "/torch/rechub_mmoe"
+        let refused = try mmoeConvert(["convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", folder.file("m.mmoe")], environment: ["MMOE_MAX_MEMORY": "2K"])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("more than the 2048 bytes"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.file("m.mmoe")))
+    }
+
+    @Test("a safetensors header listing a million empty tensors is refused quickly")
+    func millionTensors() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        var header = "{"
+        header.reserveCapacity(70_000_000)
+        for i in 0..<1_000_000 { header += "\(i == 0 ? "" : ",")\"t\(i)\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}" }
+        header += "}"
+        var file = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Data($0) }
+        file += Data(header.utf8)
+        try file.write(to: URL(fileURLWithPath: folder.file("million.safetensors")))
+        let start = Date()
+        #expect(throws: ImportError.limitExceeded(path: folder.file("million.safetensors"), what: "safetensors header listing 1000000 tensors", limit: 200_000)) {
+            _ = try SafetensorsReader.read(path: folder.file("million.safetensors"))
+        }
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+}
