@@ -43,9 +43,20 @@ struct KerasMMoEImporter {
         for (key, value) in [("units", units), ("num_experts", experts)] {
             if let given = try args.int(key), given != value { throw .mismatch(path: path, reason: "\(key) is \(given) but the checkpoint has \(value)") }
         }
-        let features = conversion.features.map { Feature.dense($0.name, width: $0.dim ?? 1) }
-        guard conversion.features.allSatisfy({ $0.kind == .dense }), features.reduce(0, { $0 + ($1.width ?? 1) }) == inputs else {
-            throw .mismatch(path: path, reason: "keras-mmoe reads dense features of total width \(inputs)")
+        // Features in the order the model concatenates them: dense values as they are, sparse
+        // ids and padded sequences through the Keras Embedding layer each names
+        // (`embedding_name`, default the feature's name; id 0 is padding, as `mask_zero` has it;
+        // a sequence's masked mean divides by the number of ids, as GlobalAveragePooling1D does).
+        let convention = CheckpointConverter.InputConvention(
+            tableKey: { "\($0)/embeddings" }, owner: { $0.embeddingName ?? $0.name }, defaultPooling: "mean", defaultPadding: 0,
+            meanEpsilon: 0, emptyMax: 0, defaultMaxLength: 256)
+        let (tables, features) = try CheckpointConverter.buildInputs(
+            conversion.features, convention: convention, keys: &keys, builder: &builder, notes: &notes, path: path)
+        let width = features.reduce(0) { total, feature in
+            total + (feature.kind == .dense ? feature.width ?? 1 : tables.first { $0.name == feature.table }?.dim ?? 0)
+        }
+        guard width == inputs else {
+            throw .mismatch(path: path, reason: "the features give \(width) input values, the keras-mmoe layer reads \(inputs)")
         }
         let kernel = try keys.take(name("expert_kernel", 0))
         let bias = hasExpertBias ? try keys.take(name("expert_bias", 1)).floats() : nil
@@ -110,7 +121,7 @@ struct KerasMMoEImporter {
         }
         notes.append(ImportNote(.inferred, "\(experts) experts of \(units) units over \(inputs) inputs, \(tasks) tasks"))
         return ModelSpec(
-            name: "keras-mmoe", tables: [], features: features, architecture: Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers),
+            name: "keras-mmoe", tables: tables, features: features, architecture: Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers),
             tasks: heads, metadata: ["source_framework": "keras-mmoe"])
     }
 }

@@ -46,6 +46,9 @@ struct KerasParityTests {
         // TF checkpoints written with the optimizer's state (Keras 2 and Keras 3).
         #expect(KerasParityTests.fixtures.contains("keras/deepctr_esmm/tf_checkpoint_train/ckpt-1.index"))
         #expect(KerasParityTests.fixtures.contains("keras/keras_mmoe_census/model.h5"))
+        // keras-mmoe fed by Embedding layers (a sparse id, a masked mean-pooled sequence, a dense value).
+        #expect(KerasParityTests.fixtures.contains("keras/keras_mmoe_embeddings/model.h5"))
+        #expect(KerasParityTests.fixtures.contains("keras3/keras_mmoe_embeddings/model.weights.h5"))
         #expect(KerasParityTests.fixtures.contains("keras3/deepctr_mmoe/model.keras"))
     }
 
