@@ -47,6 +47,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [model]) { return }
         try reportingErrors {
             if opens > 0 { try timeOpens() }
             let loaded = try loadModel(model)

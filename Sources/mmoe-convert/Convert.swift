@@ -58,6 +58,7 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [input] + (spec.map { [$0] } ?? [])) { return }
         try reportingErrors {
             let terminal = isatty(STDERR_FILENO) != 0
             if terminal { printNote("reading \(input) ...") }

@@ -29,6 +29,7 @@ struct Gates: ParsableCommand {
     func validate() throws { try requireFile(model, "model") }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [model]) { return }
         try reportingErrors {
             let loaded = try loadModel(model)
             let prediction = try loaded.predict(try PredictionFiles.readInputs(runOptions.inputs, spec: loaded.spec), options: try runOptions.predictOptions(gates: true))

@@ -37,6 +37,7 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [file]) { return }
         try reportingErrors {
             let format = try SourceFormat.detect(path: file)
             if format == .mmoe || format == .h5 || spec != nil {

@@ -59,6 +59,7 @@ struct Predict: ParsableCommand {
     func validate() throws { try requireFile(model, "model") }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [model]) { return }
         try reportingErrors {
             let loaded = try loadModel(model)
             let batch = try PredictionFiles.readInputs(runOptions.inputs, spec: loaded.spec)

@@ -48,6 +48,7 @@ struct Verify: ParsableCommand {
     }
 
     func run() throws {
+        if try HDF5Isolation.runInChild(for: [model]) { return }
         var passed = true
         try reportingErrors {
             if checksums {

@@ -105,6 +105,26 @@ struct ReliabilityTests {
         #expect(error.contains("names column") && error.contains("twice"), "\(error)")
     }
 
+    @Test("files on which libhdf5 itself crashes, loops or corrupts memory end in one error line and exit code 2")
+    func libhdf5Findings() throws {
+        var files: [String] = []
+        for folder in ["hdf5", "keras"] {
+            let path = fixturesPath + "/fuzz-findings/" + folder
+            files += (try FileManager.default.contentsOfDirectory(atPath: path)).filter { $0.hasSuffix(".h5") }.map { path + "/" + $0 }
+        }
+        #expect(files.count >= 6)
+        for file in files {
+            for command in [["inspect", file], ["convert", file, "--spec", fixturesPath + "/keras/deepctr_mmoe/conversion.json", "-o", NSTemporaryDirectory() + "never.mmoe"]] {
+                let result = try mmoeConvert(command, environment: ["MMOE_HDF5_TIMEOUT": "30"])
+                #expect(result.status == 2, "\(command): \(result.status) \(result.stderr.suffix(200))")
+                #expect(result.stderr.hasPrefix("mmoe-convert: error: ") && result.stderr.split(separator: "\n").count == 1, "\(result.stderr.prefix(400))")
+            }
+        }
+        // The one that crashes libhdf5 outright is reported as such.
+        let segv = try mmoeConvert(["inspect", fixturesPath + "/fuzz-findings/keras/libhdf5-global-heap-segv.h5"])
+        #expect(segv.stderr.contains("crashed libhdf5 (signal 11) in the isolated reader"), "\(segv.stderr)")
+    }
+
     @Test("libhdf5 prints nothing to stderr, on any thread")
     func hdf5Silent() throws {
         let folder = try TemporaryFolder()
