@@ -134,7 +134,11 @@ public final class HDF5File: @unchecked Sendable {
                 guard dim <= hsize_t(Int.max) else { throw .invalidLayout(path: path, object: dataset, reason: "dimension \(dim) is too large") }
                 shape.append(Int(dim))
             }
-            return HDF5DatasetInfo(shape: shape, kind: HDF5File.kind(of: type.id), storageSize: Int(H5Dget_storage_size(d.id)))
+            // A damaged file can declare any storage size: refused above Int.max rather than trapping.
+            guard let storage = Int(exactly: H5Dget_storage_size(d.id)) else {
+                throw .invalidLayout(path: path, object: dataset, reason: "the declared storage size does not fit a 64-bit signed integer")
+            }
+            return HDF5DatasetInfo(shape: shape, kind: HDF5File.kind(of: type.id), storageSize: storage)
         }
     }
 
