@@ -24,9 +24,15 @@ enum HDF5Isolation {
 
     /// Whether `path` is read through libhdf5: the HDF5 signature, or a zip holding `model.weights.h5`.
     static func needsIsolation(_ path: String) -> Bool {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 8)) ?? Data()
+        // Non-blocking, regular files only: a FIFO must not hang the tool here (the readers
+        // refuse it with a typed error).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return false }
+        var head = [UInt8](repeating: 0, count: 8)
+        guard read(fd, &head, 8) == 8 else { return false }
         if head.elementsEqual([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return true }
         if head.starts(with: [0x50, 0x4B]), let zip = try? ZipArchive(path: path) { return zip.entry("model.weights.h5") != nil }
         return false

@@ -50,6 +50,9 @@ struct ReliabilityTests {
         #expect(fifo.stderr.contains("is not a regular file"), "\(fifo.stderr)")
         var info = stat()
         #expect(lstat(folder.file("fifo.mmoe"), &info) == 0 && (info.st_mode & S_IFMT) == S_IFIFO)
+        // A FIFO as the input: refused at once, not waited on.
+        let input = try mmoeConvert(["inspect", folder.file("fifo.mmoe")])
+        #expect(input.status == 2 && input.stderr.contains("not a regular file"), "\(input.stderr)")
 
         let target = folder.file("private.mmoe")
         #expect(FileManager.default.createFile(atPath: target, contents: Data("old".utf8), attributes: [.posixPermissions: 0o600]))
