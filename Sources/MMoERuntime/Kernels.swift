@@ -22,8 +22,10 @@ enum Kernels {
         mmoe_sgemm_rowmajor_bt(Int32(rows), Int32(n), Int32(k), a, Int32(lda), w, Int32(k), c, Int32(ldc))
     }
 
-    /// Weights (n x k) from which a batch-1 multiply is split over threads.
-    static let panelSplitMinimum = 4_000_000
+    /// Weights (n x k) from which a batch-1 multiply is split over threads, per path: measured
+    /// on each CPU (Docs/PERFORMANCE.md) — waking a second thread costs ~20 us, which the AVX2
+    /// machine's small layers did not repay, while the AVX-512 machine's 170 x 2112 first layer does.
+    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 ? 300_000 : 4_000_000 }
 
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
@@ -40,7 +42,7 @@ enum Kernels {
                     let biasBase = bias.isEmpty ? nil : bias.baseAddress
                     let reluBase = relu.isEmpty ? nil : relu.baseAddress
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
-                    let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum ? min(threads, panels / 4) : 1
+                    let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
                     let gemm = path == .avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
                     if splits <= 1 {

@@ -51,6 +51,18 @@ struct KernelPathTests {
             tasks: [TaskHead(name: "y", head: .identity)])
         try Self.check(wide, try randomTensors(for: wide, seed: 12), path: path, rows: Self.rows, seed: 1)
 
+        // A first layer large enough that batches below 6 split its panels over threads.
+        let large = ModelSpec(
+            name: "large", tables: [], features: [.dense("x", width: 600)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 520, bias: true), .relu]), MLP(layers: [.linear(units: 520, bias: true), .relu])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        #expect(600 * 2 * 528 >= Kernels.panelSplitMinimum(.avx512))
+        try Self.check(large, try randomTensors(for: large, seed: 5), path: path, rows: [1, 2, 3, 5, 7], seed: 4)
+
         let folded = ModelSpec(
             name: "bf16", tables: [], features: [.dense("x", width: 45)],
             architecture: Architecture(
