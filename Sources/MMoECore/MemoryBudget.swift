@@ -52,12 +52,15 @@ public enum MemoryBudget {
     /// nil when `bytes` fits the budget, else the reason to print (the budget and how to raise it).
     public static func refusal(_ bytes: Int, for what: String) -> String? {
         guard let budget = available(), bytes > budget else { return nil }
-        return "\(what) needs \(bytes) bytes, more than the \(budget) bytes this process may allocate (the smallest of \(variable), the address-space limit and the memory available); raise the limit or free memory"
+        return
+            "\(what) needs \(bytes) bytes, more than the \(budget) bytes this process may allocate (the smallest of \(variable), the address-space limit and the memory available); raise the limit or free memory"
     }
 
     /// Bytes of address space the process maps now (`/proc/self/statm`), where readable.
     static func addressSpaceInUse() -> Int? {
-        guard let text = readSmallFile("/proc/self/statm"), let pages = text.split(separator: " ").first.flatMap({ Int($0) }) else { return nil }
+        guard let text = readSmallFile("/proc/self/statm"), let pages = text.split(separator: " ").first.flatMap({ Int($0) }) else {
+            return nil
+        }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 

@@ -91,23 +91,10 @@ extension ModelSpec {
     /// The MLP paths of the architecture with the input width each reads; used by the
     /// runtime and the tools. Call after `validateStructure()`.
     public var mlpPaths: [(path: String, mlp: MLP)] {
-        var result: [(String, MLP)] = []
-        let a = architecture
-        if let bottom = a.bottom { result.append(("bottom", bottom)) }
-        for (e, mlp) in (a.experts ?? []).enumerated() { result.append(("experts.\(e)", mlp)) }
-        if let gate = a.gate { result.append(("gate", gate)) }
-        for (t, mlp) in (a.gates ?? []).enumerated() { result.append(("gates.\(t)", mlp)) }
-        for (l, level) in (a.levels ?? []).enumerated() {
-            for (t, experts) in level.specificExperts.enumerated() {
-                for (j, mlp) in experts.enumerated() { result.append(("levels.\(l).specific_experts.\(t).\(j)", mlp)) }
-            }
-            for (k, mlp) in level.sharedExperts.enumerated() { result.append(("levels.\(l).shared_experts.\(k)", mlp)) }
-            for (t, mlp) in level.specificGates.enumerated() { result.append(("levels.\(l).specific_gates.\(t)", mlp)) }
-            if let gate = level.sharedGate { result.append(("levels.\(l).shared_gate", gate)) }
-        }
-        for (t, mlp) in (a.bottoms ?? []).enumerated() { result.append(("bottoms.\(t)", mlp)) }
-        for (t, mlp) in (a.infoGates ?? []).enumerated() { result.append(("info_gates.\(t)", mlp)) }
-        for (t, mlp) in a.towers.enumerated() { result.append(("towers.\(t)", mlp)) }
+        // One enumeration of the architecture's MLPs and their paths: `forEachMLP`'s.
+        var result: [(path: String, mlp: MLP)] = []
+        var copy = architecture
+        copy.forEachMLP { path, mlp in result.append((path, mlp)) }
         return result
     }
 

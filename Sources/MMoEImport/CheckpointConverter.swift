@@ -288,22 +288,12 @@ enum CheckpointConverter {
         }
     }
 
-    /// Every MLP of an architecture.
-    static func mlps(_ architecture: Architecture) -> [MLP] {
-        var all = architecture.towers + (architecture.experts ?? []) + (architecture.gates ?? [])
-        all += [architecture.bottom, architecture.gate].compactMap { $0 }
-        for level in architecture.levels ?? [] {
-            all += level.specificExperts.flatMap { $0 } + level.sharedExperts + level.specificGates + [level.sharedGate].compactMap { $0 }
-        }
-        return all
-    }
-
     /// A graph's PReLU nodes must all have become PReLU layers: a slope the conversion could
     /// not place would otherwise leave a ReLU (or nothing) where the graph has a PReLU.
     static func checkPReLUs(_ spec: ModelSpec, against facts: OnnxFacts?, path: String) throws(ImportError) {
         guard let facts, !facts.preluSlopes.isEmpty else { return }
-        let layers = mlps(spec.architecture).reduce(0) { count, mlp in
-            count + mlp.layers.filter { if case .prelu = $0 { true } else { false } }.count
+        let layers = spec.mlpPaths.reduce(0) { count, item in
+            count + item.mlp.layers.filter { if case .prelu = $0 { true } else { false } }.count
         }
         guard layers >= facts.preluSlopes.count else {
             throw .mismatch(

@@ -30,13 +30,17 @@ enum KerasConfigInference {
     static func references(_ value: Any, into found: inout [(layer: String, node: Int)], depth: Int = 0) {
         guard depth < 32 else { return }
         if let array = value as? [Any] {
-            if array.count >= 3, let name = array[0] as? String, let node = JSONObject.integer(array[1]), JSONObject.integer(array[2]) != nil {
+            if array.count >= 3, let name = array[0] as? String, let node = JSONObject.integer(array[1]),
+                JSONObject.integer(array[2]) != nil
+            {
                 found.append((name, node))
                 return
             }
             for item in array { references(item, into: &found, depth: depth + 1) }
         } else if let object = value as? [String: Any] {
-            if let history = object["keras_history"] as? [Any], history.count >= 2, let name = history[0] as? String, let node = JSONObject.integer(history[1]) {
+            if let history = object["keras_history"] as? [Any], history.count >= 2, let name = history[0] as? String,
+                let node = JSONObject.integer(history[1])
+            {
                 found.append((name, node))
                 return
             }
@@ -48,7 +52,8 @@ enum KerasConfigInference {
         guard bytes.count <= maxBytes else { throw .limitExceeded(path: path, what: "Keras model config", limit: maxBytes) }
         let parsed: Any
         do { parsed = try JSONSerialization.jsonObject(with: Data(bytes)) } catch { throw fail(path, "not valid JSON") }
-        guard let root = parsed as? [String: Any], let config = root["config"] as? [String: Any], let list = config["layers"] as? [Any] else {
+        guard let root = parsed as? [String: Any], let config = root["config"] as? [String: Any], let list = config["layers"] as? [Any]
+        else {
             throw fail(path, "no functional model (config.layers)")
         }
         var layers: [Layer] = []
@@ -84,26 +89,36 @@ enum KerasConfigInference {
         var features: [[String: Any]] = []
         var described: [String] = []
         for input in inputs {
-            guard let layer = byName[input], layer.className == "InputLayer" else { throw fail(path, "input '\(input)' is not an InputLayer") }
+            guard let layer = byName[input], layer.className == "InputLayer" else {
+                throw fail(path, "input '\(input)' is not an InputLayer")
+            }
             let shape = (layer.config["batch_shape"] ?? layer.config["batch_input_shape"]) as? [Any] ?? []
             let dims = shape.dropFirst().map { JSONObject.integer($0) }
             let lookups = layers.filter { $0.className == "Embedding" }.flatMap { embedding in
                 embedding.inbound.enumerated().filter { $0.element.contains { $0.layer == input } }.map { (embedding, $0.offset) }
             }
             guard let (embedding, node) = lookups.first else {
-                guard dims.count == 1, let width = dims[0], width >= 1 else { throw fail(path, "dense input '\(input)' has shape \(shape)") }
+                guard dims.count == 1, let width = dims[0], width >= 1 else {
+                    throw fail(path, "dense input '\(input)' has shape \(shape)")
+                }
                 features.append(["name": input, "kind": "dense", "dimension": width])
                 described.append("\(input) (dense \(width))")
                 continue
             }
-            guard let vocab = JSONObject.integer(embedding.config["input_dim"]), let dim = JSONObject.integer(embedding.config["output_dim"]) else {
+            guard let vocab = JSONObject.integer(embedding.config["input_dim"]),
+                let dim = JSONObject.integer(embedding.config["output_dim"])
+            else {
                 throw fail(path, "embedding '\(embedding.name)' has no input_dim/output_dim")
             }
             // DeepCTR names a SparseFeat's table `sparse_emb_<embedding_name>` and a
             // VarLenSparseFeat's `sparse_seq_emb_<feature>`; the importer resolves the same names.
-            let embeddingName = embedding.name.hasPrefix("sparse_emb_") ? String(embedding.name.dropFirst("sparse_emb_".count)) : embedding.name
+            let embeddingName =
+                embedding.name.hasPrefix("sparse_emb_") ? String(embedding.name.dropFirst("sparse_emb_".count)) : embedding.name
             var item: [String: Any] = ["name": input, "vocabulary_size": vocab, "embedding_dim": dim, "embedding_name": embeddingName]
-            let pooling = layers.first { $0.className == "SequencePoolingLayer" && $0.inbound.contains { $0.contains { $0.layer == embedding.name && $0.node == node } } }
+            let pooling = layers.first {
+                $0.className == "SequencePoolingLayer"
+                    && $0.inbound.contains { $0.contains { $0.layer == embedding.name && $0.node == node } }
+            }
             if let pooling {
                 guard let mode = pooling.config["mode"] as? String, let length = dims.first ?? nil else {
                     throw fail(path, "sequence input '\(input)' has no pooling mode or length")
@@ -146,7 +161,8 @@ enum KerasConfigInference {
             guard let layer else { return }
             if let units = layer.config["hidden_units"] as? [Any] { args[key] = units.compactMap { JSONObject.integer($0) } }
             if args["dnn_activation"] == nil {
-                var activation = layer.config["activation"] as? String ?? (layer.config["activation"] as? [String: Any])?["class_name"] as? String
+                var activation =
+                    layer.config["activation"] as? String ?? (layer.config["activation"] as? [String: Any])?["class_name"] as? String
                 if activation == "PReLU" { activation = "prelu" }
                 if let activation { args["dnn_activation"] = activation.lowercased() }
             }
@@ -154,7 +170,8 @@ enum KerasConfigInference {
         }
         switch model {
         case "MMOE":
-            args["num_experts"] = layers.filter { $0.className == "DNN" && $0.name.hasPrefix("expert_") && $0.name.dropFirst(7).allSatisfy(\.isNumber) }.count
+            args["num_experts"] =
+                layers.filter { $0.className == "DNN" && $0.name.hasPrefix("expert_") && $0.name.dropFirst(7).allSatisfy(\.isNumber) }.count
             settings(dnn("expert_0"), units: "expert_dnn_hidden_units")
             settings(dnn("gate_\(outputs[0])"), units: "gate_dnn_hidden_units")
             settings(dnn("tower_\(outputs[0])"), units: "tower_dnn_hidden_units")
@@ -168,7 +185,8 @@ enum KerasConfigInference {
             while dnn("level_0_expert_shared_\(shared)") != nil { shared += 1 }
             args["specific_expert_num"] = specific
             args["shared_expert_num"] = shared
-            settings(dnn("level_0_expert_shared_0") ?? dnn("level_0_task_\(outputs[0])_expert_specific_0"), units: "expert_dnn_hidden_units")
+            settings(
+                dnn("level_0_expert_shared_0") ?? dnn("level_0_task_\(outputs[0])_expert_specific_0"), units: "expert_dnn_hidden_units")
             settings(dnn("level_0_gate_specific_\(outputs[0])"), units: "gate_dnn_hidden_units")
             settings(dnn("tower_\(outputs[0])"), units: "tower_dnn_hidden_units")
         case "ESMM":
@@ -178,10 +196,14 @@ enum KerasConfigInference {
             settings(dnn("dnn"), units: "bottom_dnn_hidden_units")
             settings(dnn("tower_\(outputs[0])"), units: "tower_dnn_hidden_units")
         }
-        notes.append(ImportNote(.inferred, "framework deepctr, model \(model) from the Keras model config (read as data; nothing in it is evaluated)"))
+        notes.append(
+            ImportNote(
+                .inferred, "framework deepctr, model \(model) from the Keras model config (read as data; nothing in it is evaluated)"))
         notes.append(ImportNote(.inferred, "features from the model's inputs, in its input order: \(described.joined(separator: ", "))"))
         let argsText = args.keys.sorted().map { "\($0) \(args[$0].map { "\($0)" } ?? "")" }.joined(separator: ", ")
         notes.append(ImportNote(.inferred, "constructor arguments from the layers' configs: \(argsText)"))
-        return try ConversionSpec(values: ["framework": "deepctr", "model": model, "args": args, "features": features], file: "(conversion spec inferred from the Keras model config)")
+        return try ConversionSpec(
+            values: ["framework": "deepctr", "model": model, "args": args, "features": features],
+            file: "(conversion spec inferred from the Keras model config)")
     }
 }

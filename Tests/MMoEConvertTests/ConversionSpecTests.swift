@@ -121,19 +121,25 @@ struct NativeMappingTests {
         // expert_kernel [9, 4, 4] split along axis 0: nine [4, 4] pieces, transposed [4, 4]; the spec needs [4, 9].
         let spec = try Self.editedRule(2) { $0["split_axis"] = 0 }
         defer { try? FileManager.default.removeItem(atPath: spec) }
-        let error = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: spec) })
-        #expect(error.contains("mapping[2] ('^expert_kernel$') on 'expert_kernel' [9, 4, 4] gives 'experts.0.layers.0.weight' of shape [4, 4], the spec needs [4, 9]"), "\(error)")
+        let error = try #require(
+            ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: spec) })
+        #expect(
+            error.contains(
+                "mapping[2] ('^expert_kernel$') on 'expert_kernel' [9, 4, 4] gives 'experts.0.layers.0.weight' of shape [4, 4], the spec needs [4, 9]"
+            ), "\(error)")
     }
 
     @Test("bad squeeze and permute values are refused, naming the rule")
     func badSteps() throws {
         let squeeze = try Self.editedRule(5) { $0["squeeze"] = [1] }
         defer { try? FileManager.default.removeItem(atPath: squeeze) }
-        let squeezeError = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: squeeze) })
+        let squeezeError = try #require(
+            ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: squeeze) })
         #expect(squeezeError.contains("mapping[5]") && squeezeError.contains("not of size 1"), "\(squeezeError)")
         let permute = try Self.editedRule(4) { $0["permute"] = [0, 0, 1] }
         defer { try? FileManager.default.removeItem(atPath: permute) }
-        let permuteError = try #require(ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: permute) })
+        let permuteError = try #require(
+            ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: permute) })
         #expect(permuteError.contains("mapping[4]") && permuteError.contains("is not an order of the 3 axes"), "\(permuteError)")
     }
 

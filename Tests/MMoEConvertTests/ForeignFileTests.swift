@@ -64,7 +64,8 @@ struct ForeignFileTests {
 
         // A symbolic link as the data file itself.
         try FileManager.default.removeItem(atPath: folder.file("l/model.dynamo.onnx.da"))
-        try FileManager.default.createSymbolicLink(atPath: folder.file("l/model.dynamo.onnx.da"), withDestinationPath: outside.file("model.dynamo.onnx.da"))
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.file("l/model.dynamo.onnx.da"), withDestinationPath: outside.file("model.dynamo.onnx.da"))
         let link = try #require(Self.message { _ = try ModelImporter.load(path: model, conversionSpecPath: spec) })
         #expect(link.contains("symbolic link"), "\(link)")
     }
@@ -75,7 +76,10 @@ struct ForeignFileTests {
         defer { folder.remove() }
         let model = try Self.onnxCopy("rechub_mmoe", location: "model.dynamo.onnx.data", in: folder)
         #expect(mkfifo(folder.file("model.dynamo.onnx.data"), 0o600) == 0)
-        let onnx = try #require(Self.message { _ = try ModelImporter.load(path: model, conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json") })
+        let onnx = try #require(
+            Self.message {
+                _ = try ModelImporter.load(path: model, conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json")
+            })
         #expect(onnx.contains("not a regular file"), "\(onnx)")
 
         let source = fixturesPath + "/keras/deepctr_ple/tf_checkpoint/"
@@ -95,7 +99,8 @@ struct ForeignFileTests {
         defer { folder.remove() }
         let source = fixturesPath + "/keras/deepctr_ple/tf_checkpoint/"
         try FileManager.default.copyItem(atPath: source + "model.index", toPath: folder.file("model.index"))
-        try FileManager.default.createSymbolicLink(atPath: folder.file("model.data-00000-of-00001"), withDestinationPath: source + "model.data-00000-of-00001")
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.file("model.data-00000-of-00001"), withDestinationPath: source + "model.data-00000-of-00001")
         let error = try #require(Self.message { _ = try TFCheckpointReader.read(path: folder.file("model.index")) })
         #expect(error.contains("symbolic link"), "\(error)")
     }

@@ -27,9 +27,11 @@ struct ReliabilityTests {
         // The first weight becomes +inf; the local and central CRCs still describe the old bytes.
         bytes.replaceSubrange((member.dataOffset)..<(member.dataOffset + 4), with: [0x00, 0x00, 0x80, 0x7F])
         try bytes.write(to: URL(fileURLWithPath: folder.file("model.pt")))
-        let error = try #require(Self.message {
-            _ = try ModelImporter.load(path: folder.file("model.pt"), conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json")
-        })
+        let error = try #require(
+            Self.message {
+                _ = try ModelImporter.load(
+                    path: folder.file("model.pt"), conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json")
+            })
         #expect(error.contains("fails its CRC-32 check"), "\(error)")
     }
 
@@ -73,7 +75,10 @@ struct ReliabilityTests {
         var data: [UInt8] = []
         for tensor in checkpoint.tensors {
             let bytes = Array(tensor.storage.bytes[tensor.byteOffset..<(tensor.byteOffset + tensor.count * tensor.dtype.size)])
-            header[tensor.name] = ["dtype": tensor.dtype == .i64 ? "I64" : "F32", "shape": tensor.shape, "data_offsets": [data.count, data.count + bytes.count]]
+            header[tensor.name] = [
+                "dtype": tensor.dtype == .i64 ? "I64" : "F32", "shape": tensor.shape,
+                "data_offsets": [data.count, data.count + bytes.count],
+            ]
             data += bytes
         }
         let evil = "x\u{0}" + String(repeating: "A", count: 100_000)
@@ -84,7 +89,9 @@ struct ReliabilityTests {
         file += json
         file += Data(data)
         try file.write(to: URL(fileURLWithPath: folder.file("model.safetensors")))
-        let result = try mmoeConvert(["convert", folder.file("model.safetensors"), "--spec", source + "/conversion.json", "-o", folder.file("out.mmoe")])
+        let result = try mmoeConvert([
+            "convert", folder.file("model.safetensors"), "--spec", source + "/conversion.json", "-o", folder.file("out.mmoe"),
+        ])
         #expect(result.status == 2)
         let line = try #require(result.stderr.split(separator: "\n").first { $0.contains("error:") })
         #expect(line.count < 4200, "\(line.count) characters")
@@ -117,10 +124,18 @@ struct ReliabilityTests {
         }
         #expect(files.count >= 6)
         for file in files {
-            for command in [["inspect", file], ["convert", file, "--spec", fixturesPath + "/keras/deepctr_mmoe/conversion.json", "-o", NSTemporaryDirectory() + "never.mmoe"]] {
+            for command in [
+                ["inspect", file],
+                [
+                    "convert", file, "--spec", fixturesPath + "/keras/deepctr_mmoe/conversion.json", "-o",
+                    NSTemporaryDirectory() + "never.mmoe",
+                ],
+            ] {
                 let result = try mmoeConvert(command, environment: ["MMOE_HDF5_TIMEOUT": "30"])
                 #expect(result.status == 2, "\(command): \(result.status) \(result.stderr.suffix(200))")
-                #expect(result.stderr.hasPrefix("mmoe-convert: error: ") && result.stderr.split(separator: "\n").count == 1, "\(result.stderr.prefix(400))")
+                #expect(
+                    result.stderr.hasPrefix("mmoe-convert: error: ") && result.stderr.split(separator: "\n").count == 1,
+                    "\(result.stderr.prefix(400))")
             }
         }
         // The one that crashes libhdf5 outright is reported as such.
@@ -186,7 +201,9 @@ struct AllocationBudgetTests {
         for arguments in runs {
             let result = try mmoeConvert(["--as=4000000000", "--"] + arguments, prefix: "/usr/bin/prlimit")
             #expect(result.status == 2, "\(arguments): status \(result.status), \(result.stderr.suffix(300))")
-            #expect(result.stderr.contains("more than the") && result.stderr.contains("MMOE_MAX_MEMORY"), "\(arguments): \(result.stderr.suffix(300))")
+            #expect(
+                result.stderr.contains("more than the") && result.stderr.contains("MMOE_MAX_MEMORY"),
+                "\(arguments): \(result.stderr.suffix(300))")
         }
     }
 
@@ -195,7 +212,9 @@ struct AllocationBudgetTests {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         let source = fixturesPath + "/torch/rechub_mmoe"
-        let refused = try mmoeConvert(["convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", folder.file("m.mmoe")], environment: ["MMOE_MAX_MEMORY": "2K"])
+        let refused = try mmoeConvert(
+            ["convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", folder.file("m.mmoe")],
+            environment: ["MMOE_MAX_MEMORY": "2K"])
         #expect(refused.status == 2)
         #expect(refused.stderr.contains("more than the 2048 bytes"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: folder.file("m.mmoe")))
@@ -213,7 +232,10 @@ struct AllocationBudgetTests {
         file += Data(header.utf8)
         try file.write(to: URL(fileURLWithPath: folder.file("million.safetensors")))
         let start = Date()
-        #expect(throws: ImportError.limitExceeded(path: folder.file("million.safetensors"), what: "safetensors header listing 1000000 tensors", limit: 200_000)) {
+        #expect(
+            throws: ImportError.limitExceeded(
+                path: folder.file("million.safetensors"), what: "safetensors header listing 1000000 tensors", limit: 200_000)
+        ) {
             _ = try SafetensorsReader.read(path: folder.file("million.safetensors"))
         }
         #expect(Date().timeIntervalSince(start) < 10)

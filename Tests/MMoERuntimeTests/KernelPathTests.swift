@@ -44,8 +44,10 @@ struct KernelPathTests {
             name: "wide", tables: [], features: [.dense("x", width: 700)],
             architecture: Architecture(
                 type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
-                          MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh])],
+                experts: [
+                    MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
+                    MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh]),
+                ],
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
@@ -67,8 +69,12 @@ struct KernelPathTests {
             name: "bf16", tables: [], features: [.dense("x", width: 45)],
             architecture: Architecture(
                 type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 48, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
-                          MLP(layers: [.linear(units: 48, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                experts: [
+                    MLP(layers: [.linear(units: 48, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
+                    MLP(layers: [
+                        .linear(units: 48, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true),
+                    ]),
+                ],
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
@@ -81,7 +87,9 @@ struct KernelPathTests {
         try Self.check(folded, bf16, path: path, rows: Self.rows, seed: 3)
     }
 
-    @Test("a NaN dense value makes its row's outputs NaN on every path (as PyTorch and ONNX Runtime), other rows unchanged", arguments: KernelPath.allCases)
+    @Test(
+        "a NaN dense value makes its row's outputs NaN on every path (as PyTorch and ONNX Runtime), other rows unchanged",
+        arguments: KernelPath.allCases)
     func nanPropagates(path: KernelPath) throws {
         guard path.isSupported else {
             print("kernel path \(path): SKIPPED, this CPU lacks it")
