@@ -416,8 +416,12 @@ public enum HeadKind: String, Codable, Sendable {
     case sigmoid
     /// `logit + bias` (regression); tower width 1.
     case identity
-    /// Probability of class 1 of a 2-way softmax; tower width 2.
+    /// Probability of class 1 of a 2-way softmax; tower width 2; output `[N]`. Kept so that
+    /// files written before `softmax` read the same; importers now write `softmax`.
     case softmax2
+    /// Class probabilities `softmax(logits)`; tower width C >= 2; output `[N, C]`, as the
+    /// frameworks return it. A class output (`OutputSpec.task` + `classIndex`) picks one column.
+    case softmax
 }
 
 /// One task: its head and output name.
@@ -449,16 +453,28 @@ public struct TaskHead: Codable, Sendable, Equatable {
     }
 }
 
-/// A named output: a task's prediction, or the product of task predictions (ESMM's pCTCVR).
+/// A named output: a task's prediction, one class of a softmax task (`task` + `class`), or the
+/// product of one-value outputs (ESMM's pCTCVR).
 public struct OutputSpec: Codable, Sendable, Equatable {
-    /// Output name; without `product` it names a task.
+    /// Output name; without `product` or `task` it names a task.
     public var name: String
-    /// Task names whose predictions are multiplied.
+    /// Names whose values are multiplied: tasks with one value per example, or class outputs.
     public var product: [String]?
+    /// A softmax task whose class `classIndex` this output is (`[N]`), e.g. the positive class.
+    public var task: String?
+    /// The class column of `task`.
+    public var classIndex: Int?
 
     /// An output.
-    public init(name: String, product: [String]? = nil) {
+    public init(name: String, product: [String]? = nil, task: String? = nil, classIndex: Int? = nil) {
         self.name = name
         self.product = product
+        self.task = task
+        self.classIndex = classIndex
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, product, task
+        case classIndex = "class"
     }
 }

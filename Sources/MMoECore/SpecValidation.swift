@@ -61,6 +61,9 @@ public struct ModelLayout: Sendable {
     public let requirements: [TensorRequirement]
     /// Per task, the width of the representation its tower reads.
     public let towerInputWidths: [Int]
+    /// Values per example of each output, in output order: 1, or C for a softmax task's
+    /// class probabilities.
+    public let outputWidths: [Int]
 }
 
 extension Architecture {
@@ -336,27 +339,10 @@ private struct LayoutBuilder {
             try checkName(task.name, at: "tasks[\(t)].name", allowDots: true)
             guard taskNames.insert(task.name).inserted else { throw fail("tasks[\(t)].name", "duplicate task \"\(task.name)\"") }
             if task.predictionBias {
-                guard task.head != .softmax2 else { throw fail("tasks[\(t)]", "a softmax2 head takes no prediction bias") }
+                guard task.head != .softmax2, task.head != .softmax else {
+                    throw fail("tasks[\(t)]", "a \(task.head.rawValue) head takes no prediction bias")
+                }
                 require(TensorNames.headBias(t), [1])
-            }
-        }
-        var outputNames = Set<String>()
-        for (o, output) in spec.resolvedOutputs.enumerated() {
-            let at = "outputs[\(o)]"
-            try checkName(output.name, at: at + ".name", allowDots: true)
-            guard outputNames.insert(output.name).inserted else { throw fail(at + ".name", "duplicate output \"\(output.name)\"") }
-            if let product = output.product {
-                guard !product.isEmpty else { throw fail(at + ".product", "a product needs at least one task") }
-                guard !taskNames.contains(output.name) else {
-                    throw fail(at + ".name", "a derived output may not reuse the task name \"\(output.name)\"")
-                }
-                for factor in product where !taskNames.contains(factor) {
-                    throw fail(at + ".product", "unknown task \"\(factor)\"")
-                }
-            } else {
-                guard taskNames.contains(output.name) else {
-                    throw fail(at + ".name", "\"\(output.name)\" is neither a task nor a product")
-                }
             }
         }
         // Architecture.
@@ -365,16 +351,80 @@ private struct LayoutBuilder {
         guard a.towers.count == tasks.count else {
             throw fail("architecture.towers", "\(a.towers.count) towers for \(tasks.count) tasks")
         }
+        var taskWidths: [String: Int] = [:]
         for (t, tower) in a.towers.enumerated() {
             let at = "architecture.towers[\(t)]"
             let out = try mlp(tower, path: "towers.\(t)", jsonPath: at, width: towerInputs[t])
-            let needed = tasks[t].head == .softmax2 ? 2 : 1
-            guard out == needed else {
-                throw fail(at, "the tower outputs \(out) values; a \(tasks[t].head.rawValue) head needs \(needed)")
+            switch tasks[t].head {
+            case .softmax:
+                guard out >= 2 else { throw fail(at, "the tower outputs \(out) value; a softmax head needs one per class (at least 2)") }
+            case .softmax2, .sigmoid, .identity:
+                let needed = tasks[t].head == .softmax2 ? 2 : 1
+                guard out == needed else {
+                    throw fail(at, "the tower outputs \(out) values; a \(tasks[t].head.rawValue) head needs \(needed)")
+                }
             }
+            taskWidths[tasks[t].name] = tasks[t].head == .softmax ? out : 1
         }
+        let outputWidths = try checkOutputs(spec.resolvedOutputs, taskWidths: taskWidths)
         return ModelLayout(
-            inputWidth: inputWidth, featureOffsets: offsets, requirements: requirements, towerInputWidths: towerInputs)
+            inputWidth: inputWidth, featureOffsets: offsets, requirements: requirements, towerInputWidths: towerInputs,
+            outputWidths: outputWidths)
+    }
+
+    /// Checks the outputs: each names a task, picks a class of a softmax task, or multiplies
+    /// one-value outputs. Returns each output's width.
+    func checkOutputs(_ outputs: [OutputSpec], taskWidths: [String: Int]) throws(ModelError) -> [Int] {
+        var widths: [String: Int] = [:]
+        var result: [Int] = []
+        var seen = Set<String>()
+        // Class outputs first: products may multiply them whatever the order.
+        for output in outputs where output.task != nil && output.product == nil {
+            widths[output.name] = 1
+        }
+        for (o, output) in outputs.enumerated() {
+            let at = "outputs[\(o)]"
+            try checkName(output.name, at: at + ".name", allowDots: true)
+            guard seen.insert(output.name).inserted else {
+                throw fail(at + ".name", "duplicate output \"\(output.name)\"")
+            }
+            let derived = output.product != nil || output.task != nil
+            if derived, taskWidths[output.name] != nil {
+                throw fail(at + ".name", "a derived output may not reuse the task name \"\(output.name)\"")
+            }
+            switch (output.product, output.task) {
+            case (.some, .some):
+                throw fail(at, "an output is either a product or a class of a task, not both")
+            case (.some(let product), nil):
+                guard output.classIndex == nil else { throw fail(at + ".class", "a class needs \"task\", not \"product\"") }
+                guard !product.isEmpty else { throw fail(at + ".product", "a product needs at least one task") }
+                for factor in product {
+                    guard let width = taskWidths[factor] ?? widths[factor] else {
+                        throw fail(at + ".product", "unknown task \"\(factor)\"")
+                    }
+                    guard width == 1, factor != output.name else {
+                        throw fail(at + ".product", "\"\(factor)\" has \(width) values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")")
+                    }
+                }
+                result.append(1)
+            case (nil, .some(let task)):
+                guard let width = taskWidths[task] else { throw fail(at + ".task", "unknown task \"\(task)\"") }
+                guard let index = output.classIndex else { throw fail(at + ".class", "a class output needs the class index") }
+                guard width > 1 else { throw fail(at + ".task", "task \"\(task)\" has one value per example; only a softmax task has classes") }
+                guard index >= 0, index < width else {
+                    throw fail(at + ".class", "class \(index) is outside 0..<\(width) of task \"\(task)\"")
+                }
+                result.append(1)
+            case (nil, nil):
+                guard output.classIndex == nil else { throw fail(at + ".class", "a class needs \"task\"") }
+                guard let width = taskWidths[output.name] else {
+                    throw fail(at + ".name", "\"\(output.name)\" is neither a task nor a product")
+                }
+                result.append(width)
+            }
+            widths[output.name] = result[o]
+        }
+        return result
     }
 
     /// Checks the part between input and towers; returns each tower's input width.

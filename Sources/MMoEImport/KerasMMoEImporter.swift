@@ -90,6 +90,7 @@ struct KerasMMoEImporter {
         }
         var heads: [TaskHead] = []
         var towers: [MLP] = []
+        var classOutputs: [OutputSpec] = []
         for (t, task) in taskSpecs.enumerated() {
             guard let taskName = try task.string("name"), let layers = try task.strings("layers"), !layers.isEmpty else {
                 throw task.fail("layers", "each task needs its name and the names of its tower's Dense layers")
@@ -108,20 +109,29 @@ struct KerasMMoEImporter {
                     }
                 }
             }
-            let headName = try task.string("head", "type") ?? "softmax2"
+            let headName = try task.string("head", "type") ?? "softmax"
             let head: HeadKind
             switch headName {
-            case "softmax2", "softmax": head = .softmax2
+            case "softmax", "softmax2": head = .softmax
             case "sigmoid", "binary": head = .sigmoid
             case "identity", "regression": head = .identity
-            default: throw task.fail("head", "must be softmax2, sigmoid or identity")
+            default: throw task.fail("head", "must be softmax, sigmoid or identity")
+            }
+            if head == .softmax, case .linear(let weight, _)? = parts.last, weight.shape.first == 2 {
+                // Two classes: the probability of class 1 as a one-value output for ranking.
+                classOutputs.append(OutputSpec(name: "\(taskName)_positive", task: taskName, classIndex: 1))
             }
             towers.append(try builder.mlp("towers.\(t)", parts))
             heads.append(TaskHead(name: taskName, head: head))
         }
+        if !classOutputs.isEmpty {
+            let names = classOutputs.map(\.name).joined(separator: ", ")
+            notes.append(ImportNote(.inferred, "softmax heads output every class probability [N, C]; \(names): the probability of class 1"))
+        }
         notes.append(ImportNote(.inferred, "\(experts) experts of \(units) units over \(inputs) inputs, \(tasks) tasks"))
         return ModelSpec(
             name: "keras-mmoe", tables: tables, features: features, architecture: Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers),
-            tasks: heads, metadata: ["source_framework": "keras-mmoe"])
+            tasks: heads, outputs: classOutputs.isEmpty ? nil : heads.map { OutputSpec(name: $0.name) } + classOutputs,
+            metadata: ["source_framework": "keras-mmoe"])
     }
 }

@@ -114,33 +114,65 @@ public enum PredictionFiles {
 
     /// Expected outputs: `.npz` of float arrays by output name.
     public static func readExpected(_ path: String) throws -> [String: [Float]] {
+        try readExpectedArrays(path).mapValues(\.values)
+    }
+
+    /// Expected outputs with their shapes. A CSV column is `[N]`; columns `name.0`, `name.1`,
+    /// ... (as `predict` writes class probabilities) become one `[N, C]` output `name`.
+    public static func readExpectedArrays(_ path: String) throws -> [String: ExpectedOutput] {
         if path.lowercased().hasSuffix(".csv") {
             let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
             let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard let header = lines.first?.split(separator: ",").map(String.init) else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
             guard Set(header).count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "the header names a column twice") }
+            if let reason = MemoryBudget.refusal(lines.count * header.count * 8, for: "the columns of this CSV") {
+                throw ImportError.memory(path: path, reason: reason)
+            }
             var columns = [[Float]](repeating: [], count: header.count)
             for (index, line) in lines.dropFirst().enumerated() {
-                let cells = line.split(separator: ",")
+                let cells = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard cells.count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(cells.count) cells") }
                 for (c, cell) in cells.enumerated() {
                     guard let value = Float(cell.trimmingCharacters(in: .whitespaces)) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2): '\(cell)' is not a number") }
                     columns[c].append(value)
                 }
             }
-            return Dictionary(zip(header, columns), uniquingKeysWith: { a, _ in a })
+            let rows = lines.count - 1
+            var result: [String: ExpectedOutput] = [:]
+            var grouped: [String: [(Int, [Float])]] = [:]
+            for (name, column) in zip(header, columns) {
+                result[name] = ExpectedOutput(values: column, shape: [rows])
+                if let dot = name.lastIndex(of: "."), let k = Int(name[name.index(after: dot)...]), k >= 0 {
+                    grouped[String(name[..<dot]), default: []].append((k, column))
+                }
+            }
+            for (name, parts) in grouped where result[name] == nil {
+                let sorted = parts.sorted { $0.0 < $1.0 }
+                guard sorted.enumerated().allSatisfy({ $0.offset == $0.element.0 }) else { continue }
+                var values = [Float](repeating: 0, count: rows * sorted.count)
+                for (k, column) in sorted { for r in 0..<rows { values[r * sorted.count + k] = column[r] } }
+                result[name] = ExpectedOutput(values: values, shape: [rows, sorted.count])
+            }
+            return result
         }
-        return try NumpyArchive.read(path: path).mapValues { $0.floats() }
+        return try NumpyArchive.read(path: path).mapValues { ExpectedOutput(values: $0.floats(), shape: $0.shape) }
     }
 
     /// Writes outputs (and gate weights) as `.npz` or CSV, by extension.
     public static func writeOutputs(_ prediction: Prediction, to path: String) throws {
         if path.lowercased().hasSuffix(".csv") {
-            var header = prediction.outputNames
+            func width(_ name: String) -> Int { prediction.widths[name] ?? 1 }
+            var header: [String] = []
+            for name in prediction.outputNames { header += width(name) == 1 ? [name] : (0..<width(name)).map { "\(name).\($0)" } }
             for gate in prediction.gates { header += (0..<gate.experts).map { "gate.\(gate.name).\($0)" } }
             var text = header.joined(separator: ",") + "\n"
             for row in 0..<prediction.batchSize {
-                var cells = prediction.outputNames.map { name in "\(prediction.outputs[name]?[row] ?? .nan)" }
+                var cells: [String] = []
+                for name in prediction.outputNames {
+                    let w = width(name)
+                    let values = prediction.outputs[name] ?? []
+                    cells += (0..<w).map { c in "\(values.indices.contains(row * w + c) ? values[row * w + c] : .nan)" }
+                }
                 for gate in prediction.gates { cells += (0..<gate.experts).map { "\(gate.weights[row * gate.experts + $0])" } }
                 text += cells.joined(separator: ",") + "\n"
             }
@@ -149,7 +181,7 @@ public enum PredictionFiles {
         }
         var arrays: [String: NumpyArray] = [:]
         for name in prediction.outputNames {
-            arrays[name] = .float32(prediction.outputs[name] ?? [], shape: [prediction.batchSize])
+            arrays[name] = .float32(prediction.outputs[name] ?? [], shape: prediction.shape(of: name) ?? [prediction.batchSize])
         }
         for gate in prediction.gates {
             arrays["gate.\(gate.name)"] = .float32(gate.weights, shape: [prediction.batchSize, gate.experts])
@@ -187,4 +219,12 @@ public enum PredictionFiles {
         }
         return batch
     }
+}
+
+/// One expected output: its values (row-major) and shape.
+public struct ExpectedOutput: Sendable, Equatable {
+    /// Values, row-major.
+    public let values: [Float]
+    /// Shape as stored: `[N]`, `[N, 1]` or `[N, C]`.
+    public let shape: [Int]
 }

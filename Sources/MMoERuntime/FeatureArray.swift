@@ -101,19 +101,28 @@ public struct GateWeights: Sendable, Equatable {
     public let weights: [Float]
 }
 
-/// The result of `predict`: one value per example per output.
+/// The result of `predict`: per output, one value per example, or C class probabilities per
+/// example for a softmax task (row-major `[batch, C]`).
 public struct Prediction: Sendable, Equatable {
     /// Number of examples.
     public let batchSize: Int
     /// Output names in the spec's order.
     public let outputNames: [String]
-    /// Values per output name, one per example.
+    /// Values per output name, row-major `[batchSize, width]`.
     public let outputs: [String: [Float]]
+    /// Values per example of each output (1, or the classes of a softmax task).
+    public let widths: [String: Int]
     /// Gate weights in plan order (empty unless requested).
     public let gates: [GateWeights]
 
     /// The values of one output.
     public subscript(output: String) -> [Float]? { outputs[output] }
+
+    /// The shape of one output: `[batchSize]`, or `[batchSize, C]` for class probabilities.
+    public func shape(of output: String) -> [Int]? {
+        guard let width = widths[output] else { return nil }
+        return width == 1 ? [batchSize] : [batchSize, width]
+    }
 }
 
 /// Why a batch was rejected. Every case names the feature (and row where it applies).

@@ -28,6 +28,7 @@ public final class Model: Sendable {
     let heads: [HeadPlan]
     let gatePlans: [GatePlan]
     let outputs: [OutputSpec]
+    let outputWidths: [Int]
     let scratch = ScratchPool()
 
     /// Rows processed at once; larger batches run in chunks so scratch memory stays bounded.
@@ -97,6 +98,7 @@ public final class Model: Sendable {
         self.heads = heads
         gatePlans = compiler.gates
         outputs = spec.resolvedOutputs
+        outputWidths = layout.outputWidths
     }
 
     /// Number of matrix multiplies in the compiled plan (fusion makes it smaller than the
@@ -110,7 +112,7 @@ public final class Model: Sendable {
         -> Prediction
     {
         let rows = try checkBatch(batch, options: options)
-        let buffers = OutputBuffers(rows: rows, heads: heads.count, gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
+        let buffers = OutputBuffers(rows: rows, headWidths: heads.map(\.width), gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
         let ordered = inputs.map { batch[$0.feature.name] }
         let threads = ComputeThreads.current
         // Large batches on the packed kernel: contiguous row ranges per thread, each running the
@@ -130,11 +132,17 @@ public final class Model: Sendable {
         } else if rows > 0 {
             try runRange(0..<rows, batch: ordered, options: options, outputs: buffers, threads: threads)
         }
-        let results = buffers.heads.map { Array(UnsafeBufferPointer(start: $0, count: rows)) }
+        let results = zip(buffers.heads, heads).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1.width)) }
         let gateResults = zip(buffers.gates, buffers.gateWidths).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1)) }
         var named: [String: [Float]] = [:]
         for (t, task) in spec.tasks.enumerated() { named[task.name] = results[t] }
         let gates = zip(gatePlans, gateResults).map { GateWeights(name: $0.name, experts: $0.view.width, weights: $1) }
+        for output in outputs {
+            guard output.product == nil, let task = output.task, let column = output.classIndex, let t = spec.tasks.firstIndex(where: { $0.name == task })
+            else { continue }
+            let width = heads[t].width
+            named[output.name] = (0..<rows).map { results[t][$0 * width + column] }
+        }
         for output in outputs {
             guard let product = output.product else { continue }
             var values = [Float](repeating: 1, count: rows)
@@ -145,8 +153,12 @@ public final class Model: Sendable {
             named[output.name] = values
         }
         var final: [String: [Float]] = [:]
-        for output in outputs { final[output.name] = named[output.name] }
-        return Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, gates: gates)
+        var widths: [String: Int] = [:]
+        for (output, width) in zip(outputs, outputWidths) {
+            final[output.name] = named[output.name]
+            widths[output.name] = width
+        }
+        return Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, widths: widths, gates: gates)
     }
 
     private func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
@@ -293,8 +305,18 @@ public final class Model: Sendable {
         for (t, head) in heads.enumerated() {
             let base = pointer(head.view)
             let headLD = ld(head.view)
+            let out = outputs.heads[t]
+            if head.kind == .softmax {
+                let width = head.width
+                for r in 0..<rows {
+                    let row = base + r * headLD
+                    let target = out + (start + r) * width
+                    target.update(from: row, count: width)
+                    Kernels.softmax(base: target, rows: 1, width: width, ld: width)
+                }
+                continue
+            }
             do {
-                let out = outputs.heads[t]
                 for r in 0..<rows {
                     let row = base + r * headLD
                     let value: Float
@@ -302,6 +324,7 @@ public final class Model: Sendable {
                     case .sigmoid: value = Kernels.sigmoid(row[0] + head.bias)
                     case .identity: value = row[0] + head.bias
                     case .softmax2: value = Kernels.sigmoid(row[1] - row[0])
+                    case .softmax: value = .nan  // written above
                     }
                     out[start + r] = value
                 }
@@ -398,10 +421,10 @@ final class OutputBuffers: @unchecked Sendable {
     let gates: [UnsafeMutablePointer<Float>]
     let gateWidths: [Int]
 
-    init(rows: Int, heads count: Int, gateWidths: [Int]) {
-        heads = (0..<count).map { _ in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(rows, 1))
-            p.initialize(repeating: 0, count: max(rows, 1))
+    init(rows: Int, headWidths: [Int], gateWidths: [Int]) {
+        heads = headWidths.map { width in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * width, 1))
+            p.initialize(repeating: 0, count: max(rows * width, 1))
             return p
         }
         gates = gateWidths.map { width in

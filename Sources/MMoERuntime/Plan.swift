@@ -64,6 +64,8 @@ struct HeadPlan: Sendable {
     var view: View
     var kind: HeadKind
     var bias: Float
+    /// Values per example: the classes of a softmax head, else 1.
+    var width: Int { kind == .softmax ? view.width : 1 }
 }
 
 /// A gate whose weights can be reported.

@@ -82,6 +82,7 @@ struct Inspect: ParsableCommand {
 
     func modelJSON(_ summary: ModelSummary) -> [String: Any] {
         let spec = summary.spec
+        let outputWidths = (try? spec.validateStructure().outputWidths) ?? []
         return [
             "name": spec.name ?? "",
             "architecture": summary.structure,
@@ -96,9 +97,11 @@ struct Inspect: ParsableCommand {
             "concat": spec.concat,
             "tables": spec.tables.map { ["name": $0.name, "vocab_size": $0.vocabSize, "dim": $0.dim] },
             "tasks": spec.tasks.map { ["name": $0.name, "head": $0.head.rawValue, "prediction_bias": $0.predictionBias] },
-            "outputs": spec.resolvedOutputs.map { o -> [String: Any] in
-                var item: [String: Any] = ["name": o.name]
+            "outputs": spec.resolvedOutputs.enumerated().map { index, o -> [String: Any] in
+                var item: [String: Any] = ["name": o.name, "width": outputWidths.indices.contains(index) ? outputWidths[index] : 1]
                 if let product = o.product { item["product"] = product }
+                if let task = o.task { item["task"] = task }
+                if let k = o.classIndex { item["class"] = k }
                 return item
             },
             "parameters": summary.parameterCount,

@@ -66,7 +66,13 @@ struct ModelSummary {
         for (t, task) in spec.tasks.enumerated() {
             lines.append("  task \(task.name): tower \(describe(a.towers[t])) > \(task.head.rawValue)\(task.predictionBias ? " (+bias)" : "")")
         }
-        let outputs = spec.resolvedOutputs.map { output in output.product.map { "\(output.name) = \($0.joined(separator: " x "))" } ?? output.name }
+        let widths = (try? spec.validateStructure().outputWidths) ?? []
+        let outputs = spec.resolvedOutputs.enumerated().map { o, output -> String in
+            if let product = output.product { return "\(output.name) = \(product.joined(separator: " x "))" }
+            if let task = output.task, let k = output.classIndex { return "\(output.name) = \(task)[:, \(k)]" }
+            let width = widths.indices.contains(o) ? widths[o] : 1
+            return width > 1 ? "\(output.name) [N, \(width)]" : output.name
+        }
         lines.append("outputs: \(outputs.joined(separator: ", "))")
         let features = spec.features.map { f -> String in
             switch f.kind {

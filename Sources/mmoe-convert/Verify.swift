@@ -69,15 +69,25 @@ struct Verify: ParsableCommand {
             guard let inputs, let expected else { return }
             let loaded = try loadModel(model)
             let prediction = try loaded.predict(try PredictionFiles.readInputs(inputs, spec: loaded.spec))
-            let wanted = try PredictionFiles.readExpected(expected)
+            let wanted = try PredictionFiles.readExpectedArrays(expected)
             var compared = 0
+            var skipped: [String] = []
             print("output        max_abs_err   max_rel_err   worst_row   result")
             for name in prediction.outputNames {
-                guard let want = wanted[name] else { continue }
-                let got = prediction.outputs[name] ?? []
-                guard want.count == got.count else {
-                    throw InputError(description: "\(expected): output '\(name)' has \(want.count) values, the model produced \(got.count)")
+                guard let expectedArray = wanted[name] else {
+                    skipped.append(name)
+                    continue
                 }
+                let want = expectedArray.values
+                let got = prediction.outputs[name] ?? []
+                let shape = prediction.shape(of: name) ?? [prediction.batchSize]
+                // [N] and [N, 1] are the same one-value output; class probabilities compare shape for shape.
+                let sameShape = expectedArray.shape == shape || (shape.count == 1 && expectedArray.shape == shape + [1])
+                guard sameShape, want.count == got.count else {
+                    throw InputError(
+                        description: "\(expected): output '\(name)' has shape \(expectedArray.shape), the model produced \(shape)")
+                }
+                let width = max(1, shape.count == 2 ? shape[1] : 1)
                 compared += 1
                 var maxAbs = 0.0
                 var maxRel = 0.0
@@ -98,7 +108,11 @@ struct Verify: ParsableCommand {
                 }
                 if !ok { passed = false }
                 let column = name.padding(toLength: max(12, name.count), withPad: " ", startingAt: 0)
-                print("\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     \(String(worst).padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")")
+                let worstRow = String(worst / width)
+                print("\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     \(worstRow.padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")")
+            }
+            if !skipped.isEmpty, compared > 0 {
+                print("not in \(expected), not compared: \(skipped.joined(separator: ", "))")
             }
             guard compared > 0 else {
                 throw InputError(description: "\(expected) has none of the model's outputs (\(prediction.outputNames.joined(separator: ", ")))")

@@ -144,6 +144,42 @@ struct CommandLineTests {
         #expect(loose.status == 0, "\(loose.stdout)")
     }
 
+    @Test("softmax heads: predict writes [N, C] (npz) and one column per class (CSV); verify compares shape for shape")
+    func softmaxOutputs() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let census = fixturesPath + "/keras/keras_mmoe_census"
+        let model = folder.file("census.mmoe")
+        let convert = try mmoeConvert(["convert", census + "/model.h5", "--spec", census + "/conversion.json", "-o", model])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stdout.contains("income_positive"), "\(convert.stdout)")
+        let verify = try mmoeConvert(["verify", model, "--inputs", census + "/inputs.npz", "--expected", census + "/outputs.npz"])
+        #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+        #expect(verify.stdout.contains("PASS: 2 outputs"), "\(verify.stdout)")
+        #expect(verify.stdout.contains("not compared: income_positive"), "\(verify.stdout)")
+
+        let npz = folder.file("out.npz")
+        #expect(try mmoeConvert(["predict", model, "--inputs", census + "/inputs.npz", "-o", npz]).status == 0)
+        let written = try NumpyArchive.read(path: npz)
+        #expect(written["marital"]?.shape == [48, 3])
+        #expect(written["income_positive"]?.shape == [48])
+        let csv = folder.file("out.csv")
+        #expect(try mmoeConvert(["predict", model, "--inputs", census + "/inputs.npz", "-o", csv]).status == 0)
+        let header = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").first
+        #expect(header == "income.0,income.1,marital.0,marital.1,marital.2,income_positive")
+        // predict's CSV reads back as expected outputs, class columns regrouped into [N, C].
+        let roundTrip = try mmoeConvert(["verify", model, "--inputs", census + "/inputs.npz", "--expected", csv, "--atol", "1e-6", "--rtol", "0"])
+        #expect(roundTrip.stdout.contains("PASS: 3 outputs"), "\(roundTrip.stdout) \(roundTrip.stderr)")
+
+        // Expected values of the positive class only, under the task's name: refused by shape.
+        let positiveOnly = folder.file("positive.npz")
+        let income = try #require(try NumpyArchive.read(path: census + "/outputs.npz")["income"]).floats()
+        try NumpyArchive.write(["income": .float32(stride(from: 1, to: income.count, by: 2).map { income[$0] }, shape: [48])], to: positiveOnly)
+        let mismatch = try mmoeConvert(["verify", model, "--inputs", census + "/inputs.npz", "--expected", positiveOnly])
+        #expect(mismatch.status != 0)
+        #expect(mismatch.stderr.contains("output 'income' has shape [48], the model produced [48, 2]"), "\(mismatch.stderr)")
+    }
+
     @Test("gates table and SVG heatmap; bench JSON")
     func gatesAndBench() throws {
         let folder = try TemporaryFolder()

@@ -61,15 +61,43 @@ struct KerasParityTests {
         let result = try ModelImporter.load(path: file, conversionSpecPath: folder + "/conversion.json")
         let model = try Model(spec: result.spec, tensors: result.tensors)
         let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
-        let expected = try PredictionFiles.readExpected(folder + "/outputs.npz")
-        #expect(Set(prediction.outputNames) == Set(expected.keys))
-        for (name, want) in expected {
+        let expected = try PredictionFiles.readExpectedArrays(folder + "/outputs.npz")
+        // Every framework output, shape for shape; the only extras are class outputs derived from them.
+        let classOutputs = Set(model.spec.resolvedOutputs.filter { $0.task != nil }.map(\.name))
+        #expect(Set(prediction.outputNames) == Set(expected.keys).union(classOutputs))
+        for (name, array) in expected {
+            let want = array.values
             let got = try #require(prediction[name])
+            #expect(prediction.shape(of: name) == array.shape, "\(fixture) \(name)")
             #expect(got.count == want.count)
             for i in 0..<min(got.count, want.count) {
                 #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture) \(name)[\(i)]: swift \(got[i]) vs DeepCTR \(want[i])")
             }
         }
+    }
+
+    @Test("keras-mmoe softmax heads give every class probability [N, C] and the positive class of a 2-class head", arguments: ["keras", "keras3"])
+    func softmaxHeads(folderName: String) throws {
+        let folder = fixturesPath + "/\(folderName)/keras_mmoe_census"
+        let file = folder + (folderName == "keras3" ? "/model.weights.h5" : "/model.h5")
+        let result = try ModelImporter.load(path: file, conversionSpecPath: folder + "/conversion.json")
+        #expect(result.spec.tasks.map(\.head) == [.softmax, .softmax])
+        #expect(result.spec.resolvedOutputs.map(\.name) == ["income", "marital", "income_positive"])
+        let model = try Model(spec: result.spec, tensors: result.tensors)
+        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec))
+        let expected = try PredictionFiles.readExpectedArrays(folder + "/outputs.npz")
+        let income = try #require(expected["income"])
+        #expect(income.shape == [prediction.batchSize, 2])
+        #expect(try #require(expected["marital"]).shape == [prediction.batchSize, 3])
+        #expect(prediction.shape(of: "marital") == [prediction.batchSize, 3])
+        #expect(prediction.shape(of: "income_positive") == [prediction.batchSize])
+        let positive = try #require(prediction["income_positive"])
+        for r in 0..<prediction.batchSize {
+            #expect(abs(positive[r] - income.values[r * 2 + 1]) <= 1e-5 + 1e-4 * abs(income.values[r * 2 + 1]), "income_positive[\(r)]")
+        }
+        // Rows of class probabilities sum to 1.
+        let marital = try #require(prediction["marital"])
+        for r in 0..<prediction.batchSize { #expect(abs(marital[r * 3] + marital[r * 3 + 1] + marital[r * 3 + 2] - 1) < 1e-5) }
     }
 
     /// Full-model `.h5` and `.keras` files describe the model: they convert without a spec.

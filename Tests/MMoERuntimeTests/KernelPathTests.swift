@@ -112,11 +112,13 @@ struct KernelPathTests {
                 for name in got.outputNames {
                     let values = try #require(got[name])
                     let reference = try #require(expected[name])
-                    for r in 0..<rows {
+                    let width = got.widths[name] ?? 1
+                    for i in 0..<rows * width {
+                        let r = i / width
                         if r == poisoned {
-                            #expect(values[r].isNaN, "\(sample.name) \(path) \(name) row \(r): \(values[r])")
+                            #expect(values[i].isNaN, "\(sample.name) \(path) \(name) row \(r): \(values[i])")
                         } else {
-                            #expect(values[r] == reference[r], "\(sample.name) \(path) \(name) row \(r)")
+                            #expect(values[i] == reference[i], "\(sample.name) \(path) \(name) row \(r)")
                         }
                     }
                 }

@@ -10,7 +10,9 @@ func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Doub
     for name in prediction.outputNames {
         let got = prediction[name] ?? []
         let want = reference.outputs[name] ?? []
-        #expect(got.count == rows && want.count == rows, "output \(name)")
+        let width = prediction.widths[name] ?? 0
+        #expect(prediction.shape(of: name) == (width == 1 ? [rows] : [rows, width]))
+        #expect(got.count == rows * width && want.count == rows * width, "output \(name)")
         for r in 0..<min(got.count, want.count) {
             let error = abs(Double(got[r]) - want[r])
             #expect(error <= tolerance * max(1, abs(want[r])), "output \(name) row \(r): \(got[r]) vs \(want[r])")

@@ -220,21 +220,25 @@ public struct ReferenceEvaluator {
                 }
                 towerInputs = taskInputs
             }
-            var taskValues: [String: Double] = [:]
+            var taskValues: [String: [Double]] = [:]
             for (t, task) in spec.tasks.enumerated() {
                 let logits = mlp(a.towers[t], path: "towers.\(t)", towerInputs[t])
                 let bias = task.predictionBias ? values(TensorNames.headBias(t))[0] : 0
-                let value: Double
                 switch task.head {
-                case .sigmoid: value = ReferenceEvaluator.sigmoid(logits[0] + bias)
-                case .identity: value = logits[0] + bias
-                case .softmax2: value = softmax(logits)[1]
+                case .sigmoid: taskValues[task.name] = [ReferenceEvaluator.sigmoid(logits[0] + bias)]
+                case .identity: taskValues[task.name] = [logits[0] + bias]
+                case .softmax2: taskValues[task.name] = [softmax(logits)[1]]
+                case .softmax: taskValues[task.name] = softmax(logits)
                 }
-                taskValues[task.name] = value
+            }
+            // Class outputs, then products (which may multiply class outputs), then in order.
+            var named = taskValues
+            for output in spec.resolvedOutputs where output.product == nil {
+                if let task = output.task, let k = output.classIndex { named[output.name] = [taskValues[task]?[k] ?? .nan] }
             }
             for output in spec.resolvedOutputs {
-                let value = output.product.map { $0.reduce(1.0) { $0 * (taskValues[$1] ?? 0) } } ?? taskValues[output.name] ?? 0
-                outputs[output.name, default: []].append(value)
+                if let product = output.product { named[output.name] = [product.reduce(1.0) { $0 * (named[$1]?[0] ?? .nan) }] }
+                outputs[output.name, default: []] += named[output.name] ?? [.nan]
             }
         }
         return (outputs, gates)

@@ -63,13 +63,21 @@ public enum SampleSpecs {
             tasks: [TaskHead(name: "ctr", head: .sigmoid), TaskHead(name: "watch_time", head: .identity, predictionBias: true)])
     }
 
-    /// OMoE with tanh/sigmoid experts and a 2-class softmax head.
+    /// OMoE with tanh/sigmoid experts, a legacy 2-class softmax2 head, and a 4-class softmax
+    /// head with one class as an output and in a product.
     public static var omoe: ModelSpec {
         spec(
             Architecture(
                 type: .omoe, experts: [expert([6], .tanh), expert([6], .sigmoid)], gate: linearGate(2, bias: false),
-                towers: [tower([3], out: 2), tower([], .relu)]),
-            tasks: [TaskHead(name: "click", head: .softmax2), TaskHead(name: "like", head: .sigmoid, predictionBias: true)])
+                towers: [tower([3], out: 2), tower([], .relu), tower([5], out: 4)]),
+            tasks: [
+                TaskHead(name: "click", head: .softmax2), TaskHead(name: "like", head: .sigmoid, predictionBias: true),
+                TaskHead(name: "genre", head: .softmax),
+            ],
+            outputs: [
+                OutputSpec(name: "click"), OutputSpec(name: "genre"), OutputSpec(name: "like_drama", product: ["like", "genre_drama"]),
+                OutputSpec(name: "like"), OutputSpec(name: "genre_drama", task: "genre", classIndex: 2),
+            ])
     }
 
     /// Shared-bottom with layer norm, GELU (both forms), SiLU, leaky ReLU, norm after activation.
