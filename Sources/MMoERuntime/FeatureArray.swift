@@ -99,6 +99,13 @@ public struct GateWeights: Sendable, Equatable {
     public let experts: Int
     /// Weights, row-major `[batch, experts]`.
     public let weights: [Float]
+
+    /// Gate weights (from `predict`, or stored ones to analyse with `GateReport`).
+    public init(name: String, experts: Int, weights: [Float]) {
+        self.name = name
+        self.experts = experts
+        self.weights = weights
+    }
 }
 
 /// The result of `predict`: per output, one value per example, or C class probabilities per
