@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# Formatting is part of the build: the committed .swift-format, checked with the toolchain's swift-format.
+swift format lint --strict --recursive Package.swift Sources Tests FuzzTesting/Package.swift FuzzTesting/Sources
 swift test
 # The runtime again on its portable BLAS path (the packed AVX2 kernel is chosen per process).
 MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests

@@ -28,29 +28,38 @@ public struct CRC32C: Sendable {
         let flat = CRC32C.tables
         var crc = state
         flat[0].withUnsafeBufferPointer { t0 in
-        flat[1].withUnsafeBufferPointer { t1 in
-        flat[2].withUnsafeBufferPointer { t2 in
-        flat[3].withUnsafeBufferPointer { t3 in
-        flat[4].withUnsafeBufferPointer { t4 in
-        flat[5].withUnsafeBufferPointer { t5 in
-        flat[6].withUnsafeBufferPointer { t6 in
-        flat[7].withUnsafeBufferPointer { t7 in
-            var index = 0
-            let count = bytes.count
-            while count - index >= 8 {
-                let lo = UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8
-                    | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24
-                let x = crc ^ lo
-                crc = t7[Int(x & 0xFF)] ^ t6[Int((x >> 8) & 0xFF)] ^ t5[Int((x >> 16) & 0xFF)]
-                    ^ t4[Int(x >> 24)] ^ t3[Int(bytes[index + 4])] ^ t2[Int(bytes[index + 5])]
-                    ^ t1[Int(bytes[index + 6])] ^ t0[Int(bytes[index + 7])]
-                index += 8
+            flat[1].withUnsafeBufferPointer { t1 in
+                flat[2].withUnsafeBufferPointer { t2 in
+                    flat[3].withUnsafeBufferPointer { t3 in
+                        flat[4].withUnsafeBufferPointer { t4 in
+                            flat[5].withUnsafeBufferPointer { t5 in
+                                flat[6].withUnsafeBufferPointer { t6 in
+                                    flat[7].withUnsafeBufferPointer { t7 in
+                                        var index = 0
+                                        let count = bytes.count
+                                        while count - index >= 8 {
+                                            let lo =
+                                                UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8
+                                                | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24
+                                            let x = crc ^ lo
+                                            crc =
+                                                t7[Int(x & 0xFF)] ^ t6[Int((x >> 8) & 0xFF)] ^ t5[Int((x >> 16) & 0xFF)]
+                                                ^ t4[Int(x >> 24)] ^ t3[Int(bytes[index + 4])] ^ t2[Int(bytes[index + 5])]
+                                                ^ t1[Int(bytes[index + 6])] ^ t0[Int(bytes[index + 7])]
+                                            index += 8
+                                        }
+                                        while index < count {
+                                            crc = t0[Int((crc ^ UInt32(bytes[index])) & 0xFF)] ^ (crc >> 8)
+                                            index += 1
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            while index < count {
-                crc = t0[Int((crc ^ UInt32(bytes[index])) & 0xFF)] ^ (crc >> 8)
-                index += 1
-            }
-        }}}}}}}}
+        }
         state = crc
     }
 

@@ -78,7 +78,8 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     /// Canonical JSON (sorted keys): the same spec always gives the same bytes.
     public func encodedJSON(pretty: Bool = false) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         // Encoding plain structs of strings, numbers and arrays cannot fail.
         return (try? Array(encoder.encode(self))) ?? []
     }
@@ -245,9 +246,11 @@ public enum Layer: Codable, Sendable, Equatable {
         case "linear":
             self = .linear(units: try c.decode(Int.self, forKey: .units), bias: try c.decodeIfPresent(Bool.self, forKey: .bias) ?? true)
         case "batch_norm":
-            self = .batchNorm(eps: try c.decode(Double.self, forKey: .eps), affine: try c.decodeIfPresent(Bool.self, forKey: .affine) ?? true)
+            self = .batchNorm(
+                eps: try c.decode(Double.self, forKey: .eps), affine: try c.decodeIfPresent(Bool.self, forKey: .affine) ?? true)
         case "layer_norm":
-            self = .layerNorm(eps: try c.decode(Double.self, forKey: .eps), affine: try c.decodeIfPresent(Bool.self, forKey: .affine) ?? true)
+            self = .layerNorm(
+                eps: try c.decode(Double.self, forKey: .eps), affine: try c.decodeIfPresent(Bool.self, forKey: .affine) ?? true)
         case "relu": self = .relu
         case "leaky_relu": self = .leakyRelu(slope: try c.decodeIfPresent(Double.self, forKey: .slope) ?? 0.01)
         case "prelu": self = .prelu(channels: try c.decodeIfPresent(Int.self, forKey: .channels) ?? 1)

@@ -70,22 +70,35 @@ extension Architecture {
     /// Calls `body` with every MLP's canonical path (the same paths as `ModelSpec.mlpPaths`),
     /// letting it change the MLP in place.
     public mutating func forEachMLP(_ body: (String, inout MLP) -> Void) {
-        if bottom != nil { body("bottom", &bottom!) }
-        if experts != nil { for e in experts!.indices { body("experts.\(e)", &experts![e]) } }
-        if gate != nil { body("gate", &gate!) }
-        if gates != nil { for t in gates!.indices { body("gates.\(t)", &gates![t]) } }
-        if levels != nil {
-            for l in levels!.indices {
-                for t in levels![l].specificExperts.indices {
-                    for j in levels![l].specificExperts[t].indices { body("levels.\(l).specific_experts.\(t).\(j)", &levels![l].specificExperts[t][j]) }
-                }
-                for k in levels![l].sharedExperts.indices { body("levels.\(l).shared_experts.\(k)", &levels![l].sharedExperts[k]) }
-                for t in levels![l].specificGates.indices { body("levels.\(l).specific_gates.\(t)", &levels![l].specificGates[t]) }
-                if levels![l].sharedGate != nil { body("levels.\(l).shared_gate", &levels![l].sharedGate!) }
-            }
+        func each(_ list: inout [MLP]?, _ prefix: String) {
+            guard var items = list else { return }
+            for i in items.indices { body("\(prefix).\(i)", &items[i]) }
+            list = items
         }
-        if bottoms != nil { for t in bottoms!.indices { body("bottoms.\(t)", &bottoms![t]) } }
-        if infoGates != nil { for t in infoGates!.indices { body("info_gates.\(t)", &infoGates![t]) } }
+        func one(_ item: inout MLP?, _ path: String) {
+            guard var value = item else { return }
+            body(path, &value)
+            item = value
+        }
+        one(&bottom, "bottom")
+        each(&experts, "experts")
+        one(&gate, "gate")
+        each(&gates, "gates")
+        if var all = levels {
+            for l in all.indices {
+                for t in all[l].specificExperts.indices {
+                    for j in all[l].specificExperts[t].indices {
+                        body("levels.\(l).specific_experts.\(t).\(j)", &all[l].specificExperts[t][j])
+                    }
+                }
+                for k in all[l].sharedExperts.indices { body("levels.\(l).shared_experts.\(k)", &all[l].sharedExperts[k]) }
+                for t in all[l].specificGates.indices { body("levels.\(l).specific_gates.\(t)", &all[l].specificGates[t]) }
+                one(&all[l].sharedGate, "levels.\(l).shared_gate")
+            }
+            levels = all
+        }
+        each(&bottoms, "bottoms")
+        each(&infoGates, "info_gates")
         for t in towers.indices { body("towers.\(t)", &towers[t]) }
     }
 }
@@ -403,14 +416,19 @@ private struct LayoutBuilder {
                         throw fail(at + ".product", "unknown task \"\(factor)\"")
                     }
                     guard width == 1, factor != output.name else {
-                        throw fail(at + ".product", "\"\(factor)\" has \(width) values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")")
+                        throw fail(
+                            at + ".product",
+                            "\"\(factor)\" has \(width) values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")"
+                        )
                     }
                 }
                 result.append(1)
             case (nil, .some(let task)):
                 guard let width = taskWidths[task] else { throw fail(at + ".task", "unknown task \"\(task)\"") }
                 guard let index = output.classIndex else { throw fail(at + ".class", "a class output needs the class index") }
-                guard width > 1 else { throw fail(at + ".task", "task \"\(task)\" has one value per example; only a softmax task has classes") }
+                guard width > 1 else {
+                    throw fail(at + ".task", "task \"\(task)\" has one value per example; only a softmax task has classes")
+                }
                 guard index >= 0, index < width else {
                     throw fail(at + ".class", "class \(index) is outside 0..<\(width) of task \"\(task)\"")
                 }
@@ -437,19 +455,25 @@ private struct LayoutBuilder {
         }
         switch a.type {
         case .sharedBottom, .esmm:
-            try unused([("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
+            try unused([
+                ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil),
+                ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil),
+            ])
             if a.type == .esmm { try unused([("bottom", a.bottom != nil)]) }
             var width = inputWidth
             if let bottom = a.bottom { width = try mlp(bottom, path: "bottom", jsonPath: "\(root).bottom", width: inputWidth) }
             return Array(repeating: width, count: tasks)
         case .omoe, .mmoe:
-            try unused([("bottom", a.bottom != nil), ("levels", a.levels != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
+            try unused([
+                ("bottom", a.bottom != nil), ("levels", a.levels != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil),
+            ])
             guard let experts = a.experts, !experts.isEmpty, experts.count <= SpecLimits.maxExperts else {
                 throw fail("\(root).experts", "between 1 and \(SpecLimits.maxExperts) experts are needed")
             }
-            let width = try self.experts(
-                experts, paths: experts.indices.map { "experts.\($0)" },
-                jsonPaths: experts.indices.map { "\(root).experts[\($0)]" }, width: inputWidth, at: "\(root).experts") ?? 0
+            let width =
+                try self.experts(
+                    experts, paths: experts.indices.map { "experts.\($0)" },
+                    jsonPaths: experts.indices.map { "\(root).experts[\($0)]" }, width: inputWidth, at: "\(root).experts") ?? 0
             if a.type == .omoe {
                 try unused([("gates", a.gates != nil)])
                 guard let gate = a.gate else { throw fail("\(root).gate", "an omoe architecture needs its gate") }
@@ -465,7 +489,10 @@ private struct LayoutBuilder {
             }
             return Array(repeating: width, count: tasks)
         case .aitm:
-            try unused([("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("levels", a.levels != nil)])
+            try unused([
+                ("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil),
+                ("levels", a.levels != nil),
+            ])
             guard tasks >= 2, let bottoms = a.bottoms, bottoms.count == tasks else {
                 throw fail("\(root).bottoms", "an aitm architecture needs one bottom per task and at least two tasks (\(tasks))")
             }
@@ -486,7 +513,10 @@ private struct LayoutBuilder {
             }
             return Array(repeating: d, count: tasks)
         case .ple:
-            try unused([("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil), ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil)])
+            try unused([
+                ("bottom", a.bottom != nil), ("experts", a.experts != nil), ("gate", a.gate != nil), ("gates", a.gates != nil),
+                ("bottoms", a.bottoms != nil), ("info_gates", a.infoGates != nil),
+            ])
             guard let levels = a.levels, !levels.isEmpty, levels.count <= SpecLimits.maxLevels else {
                 throw fail("\(root).levels", "between 1 and \(SpecLimits.maxLevels) levels are needed")
             }

@@ -27,8 +27,12 @@ package enum FileIO {
     package static func mapBeneath(folder: String, relative: String) throws(FormatError) -> ByteStorage {
         let shown = folder.isEmpty ? relative : folder + "/" + relative
         let components = relative.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard !relative.hasPrefix("/"), !components.isEmpty, components.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.contains("\0") }) else {
-            throw .io(path: shown, operation: "open", reason: "the side file's path must stay inside the model's folder (no absolute path, '..', '.' or empty component)")
+        guard !relative.hasPrefix("/"), !components.isEmpty,
+            components.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.contains("\0") })
+        else {
+            throw .io(
+                path: shown, operation: "open",
+                reason: "the side file's path must stay inside the model's folder (no absolute path, '..', '.' or empty component)")
         }
         var current = open(folder.isEmpty ? "." : folder, O_RDONLY | O_CLOEXEC | O_DIRECTORY)
         guard current >= 0 else { throw .io(path: folder, operation: "open", reason: errnoText()) }
@@ -39,7 +43,10 @@ package enum FileIO {
             let failure = errno
             close(current)
             guard next >= 0 else {
-                let reason = failure == ELOOP || failure == ENOTDIR ? "'\(component)' is a symbolic link or not a directory; side files must be regular files inside the model's folder" : String(cString: strerror(failure))
+                let reason =
+                    failure == ELOOP || failure == ENOTDIR
+                    ? "'\(component)' is a symbolic link or not a directory; side files must be regular files inside the model's folder"
+                    : String(cString: strerror(failure))
                 throw .io(path: shown, operation: "open", reason: reason)
             }
             current = next
@@ -123,7 +130,9 @@ package enum FileIO {
         var mode: mode_t = 0o644
         if lstat(path, &existing) == 0 {
             guard (existing.st_mode & S_IFMT) == S_IFREG else {
-                throw .io(path: path, operation: "replace", reason: "the output exists and is not a regular file (a FIFO, device, directory or symbolic link); choose another path")
+                throw .io(
+                    path: path, operation: "replace",
+                    reason: "the output exists and is not a regular file (a FIFO, device, directory or symbolic link); choose another path")
             }
             mode = existing.st_mode & 0o7777
         }

@@ -68,7 +68,8 @@ public struct ModelFile: Sendable {
             throw .invalidTable(path: path, offset: 24, reason: "spec offset must be \(ModelFileLayout.preambleSize), got \(specOffset)")
         }
         guard specLength <= ModelFileLayout.maxSpecBytes else {
-            throw .invalidTable(path: path, offset: 32, reason: "spec length \(specLength) exceeds the \(ModelFileLayout.maxSpecBytes)-byte limit")
+            throw .invalidTable(
+                path: path, offset: 32, reason: "spec length \(specLength) exceeds the \(ModelFileLayout.maxSpecBytes)-byte limit")
         }
         guard tableOffset == specOffset + specLength else {
             throw .invalidTable(path: path, offset: 40, reason: "the tensor table must follow the spec directly")
@@ -114,14 +115,17 @@ public struct ModelFile: Sendable {
             guard let name = String(validating: Array(try table.slice(nameLength, "tensor \(index) name")), as: UTF8.self) else {
                 throw .invalidTable(path: path, offset: entryOffset, reason: "tensor \(index) name is not UTF-8")
             }
-            guard names.insert(name).inserted else { throw .invalidTable(path: path, offset: entryOffset, reason: "duplicate tensor '\(name)'") }
+            guard names.insert(name).inserted else {
+                throw .invalidTable(path: path, offset: entryOffset, reason: "duplicate tensor '\(name)'")
+            }
             let code = try table.integer(UInt8.self, "tensor '\(name)' dtype")
             guard let dtype = DType(code: code) else {
                 throw .invalidTable(path: path, offset: entryOffset, reason: "tensor '\(name)' has unknown dtype code \(code)")
             }
             let rank = Int(try table.integer(UInt8.self, "tensor '\(name)' rank"))
             guard rank <= ModelFileLayout.maxRank else {
-                throw .invalidTable(path: path, offset: entryOffset, reason: "tensor '\(name)' has rank \(rank) > \(ModelFileLayout.maxRank)")
+                throw .invalidTable(
+                    path: path, offset: entryOffset, reason: "tensor '\(name)' has rank \(rank) > \(ModelFileLayout.maxRank)")
             }
             var shape: [Int] = []
             for _ in 0..<rank { shape.append(try table.length("tensor '\(name)' dimension")) }
@@ -131,7 +135,8 @@ public struct ModelFile: Sendable {
             guard let count = Tensor.checkedElementCount(shape), count.multipliedReportingOverflow(by: dtype.byteWidth).overflow == false,
                 count * dtype.byteWidth == length
             else {
-                throw .invalidTable(path: path, offset: entryOffset, reason: "tensor '\(name)' length \(length) does not match shape \(shape) of \(dtype)")
+                throw .invalidTable(
+                    path: path, offset: entryOffset, reason: "tensor '\(name)' length \(length) does not match shape \(shape) of \(dtype)")
             }
             guard let aligned = ModelFileLayout.alignUp(previousEnd, ModelFileLayout.alignment(forLength: length)) else {
                 throw .invalidTable(path: path, offset: entryOffset, reason: "tensor '\(name)' offset overflows")
@@ -144,7 +149,8 @@ public struct ModelFile: Sendable {
             }
             let (end, endOverflow) = offset.addingReportingOverflow(length)
             guard !endOverflow, end <= bytes.count else {
-                throw .truncated(path: path, what: "tensor '\(name)' data", offset: offset, needed: length, available: max(bytes.count - offset, 0))
+                throw .truncated(
+                    path: path, what: "tensor '\(name)' data", offset: offset, needed: length, available: max(bytes.count - offset, 0))
             }
             if bytes[previousEnd..<offset].contains(where: { $0 != 0 }) {
                 throw .invalidTable(path: path, offset: previousEnd, reason: "padding before tensor '\(name)' is not zero")
@@ -159,7 +165,8 @@ public struct ModelFile: Sendable {
             }
         }
         guard table.remaining == 0 else {
-            throw .invalidTable(path: path, offset: table.offset, reason: "\(table.remaining) bytes left in the tensor table after \(tensorCount) entries")
+            throw .invalidTable(
+                path: path, offset: table.offset, reason: "\(table.remaining) bytes left in the tensor table after \(tensorCount) entries")
         }
         guard previousEnd == bytes.count else {
             throw .trailingBytes(path: path, offset: previousEnd, count: bytes.count - previousEnd)
@@ -179,7 +186,8 @@ public struct ModelFile: Sendable {
     /// Recomputes every tensor's CRC-32C; throws at the first mismatch.
     public func verifyChecksums() throws(FormatError) {
         for entry in entries {
-            let computed = FastCRC32C.checksum(UnsafeRawBufferPointer(rebasing: storage.bytes[entry.offset..<(entry.offset + entry.length)]))
+            let computed = FastCRC32C.checksum(
+                UnsafeRawBufferPointer(rebasing: storage.bytes[entry.offset..<(entry.offset + entry.length)]))
             guard computed == entry.checksum else {
                 throw .tensorChecksumMismatch(path: path, tensor: entry.name, stored: entry.checksum, computed: computed)
             }

@@ -66,10 +66,12 @@ public enum HDF5Codec {
                 let dims = tensor.shape.map { hsize_t($0) }
                 let space = HDF5Handle.space(
                     try HDF5Library.check(
-                        dims.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(dims.count), dims, nil), path: path, "create dataspace", dataset))
+                        dims.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(dims.count), dims, nil), path: path,
+                        "create dataspace", dataset))
                 let d = HDF5Handle.dataset(
                     try HDF5Library.check(
-                        H5Dcreate2(file.id, dataset, type.id, space.id, links.id, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "create dataset",
+                        H5Dcreate2(file.id, dataset, type.id, space.id, links.id, mmoe_h5p_default(), mmoe_h5p_default()), path: path,
+                        "create dataset",
                         dataset))
                 if tensor.elementCount > 0 {
                     let status = H5Dwrite(d.id, type.id, mmoe_h5s_all(), mmoe_h5s_all(), mmoe_h5p_default(), tensor.rawBytes.baseAddress)
@@ -93,7 +95,8 @@ public enum HDF5Codec {
         let type = try stringType(path: path)
         let space = HDF5Handle.space(try HDF5Library.check(H5Screate(H5S_SCALAR), path: path, "create dataspace"))
         let attribute = HDF5Handle.attribute(
-            try HDF5Library.check(H5Acreate2(object, name, type.id, space.id, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "create attribute", name))
+            try HDF5Library.check(
+                H5Acreate2(object, name, type.id, space.id, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "create attribute", name))
         let status = value.withCString { pointer -> herr_t in
             var p: UnsafePointer<CChar>? = pointer
             return H5Awrite(attribute.id, type.id, &p)
@@ -106,7 +109,8 @@ public enum HDF5Codec {
         let space = HDF5Handle.space(try HDF5Library.check(H5Screate(H5S_SCALAR), path: path, "create dataspace"))
         let d = HDF5Handle.dataset(
             try HDF5Library.check(
-                H5Dcreate2(location, name, type.id, space.id, mmoe_h5p_default(), mmoe_h5p_default(), mmoe_h5p_default()), path: path, "create dataset", name))
+                H5Dcreate2(location, name, type.id, space.id, mmoe_h5p_default(), mmoe_h5p_default(), mmoe_h5p_default()), path: path,
+                "create dataset", name))
         let status = value.withCString { pointer -> herr_t in
             var p: UnsafePointer<CChar>? = pointer
             return H5Dwrite(d.id, type.id, mmoe_h5s_all(), mmoe_h5s_all(), mmoe_h5p_default(), &p)
@@ -121,11 +125,13 @@ public enum HDF5Codec {
     public static func read(path: String) throws(HDF5Error) -> (spec: ModelSpec, tensors: TensorStore) {
         let file = try HDF5File(path: path)
         guard try file.stringAttribute("/", "mmoe_format") == formatName else {
-            throw .invalidLayout(path: path, object: "/", reason: "attribute mmoe_format is not \"\(formatName)\" (not a swift-mmoe HDF5 model)")
+            throw .invalidLayout(
+                path: path, object: "/", reason: "attribute mmoe_format is not \"\(formatName)\" (not a swift-mmoe HDF5 model)")
         }
         let version = try file.stringAttribute("/", "mmoe_version") ?? ""
         guard version == self.version else {
-            throw .invalidLayout(path: path, object: "/", reason: "mmoe_version \"\(version)\" is not supported (this build reads \(self.version))")
+            throw .invalidLayout(
+                path: path, object: "/", reason: "mmoe_version \"\(version)\" is not supported (this build reads \(self.version))")
         }
         guard file.exists("/spec") else { throw .invalidLayout(path: path, object: "/spec", reason: "missing") }
         let spec: ModelSpec
@@ -158,7 +164,9 @@ public enum HDF5Codec {
             }
             guard let shape = expected[name] else { throw .invalidModel(path: path, .unexpectedTensor(name: name)) }
             let info = try file.info(dataset)
-            guard info.shape == shape else { throw .invalidModel(path: path, .shapeMismatch(tensor: name, expected: shape, actual: info.shape)) }
+            guard info.shape == shape else {
+                throw .invalidModel(path: path, .shapeMismatch(tensor: name, expected: shape, actual: info.shape))
+            }
             let kindMatches: Bool
             switch (dtype, info.kind) {
             case (.f32, .float(4)), (.f16, .float(2)), (.bf16, .integer(2, false)), (.i8, .integer(1, true)): kindMatches = true
@@ -170,7 +178,9 @@ public enum HDF5Codec {
             let logical = (Tensor.checkedElementCount(shape) ?? Int.max) / 1 * dtype.byteWidth
             let (bound, overflow) = info.storageSize.multipliedReportingOverflow(by: maxExpansion)
             guard logical <= (overflow ? Int.max : bound + (1 << 20)) else {
-                throw .invalidLayout(path: path, object: dataset, reason: "\(logical) bytes from \(info.storageSize) stored bytes exceeds the \(maxExpansion)x expansion limit")
+                throw .invalidLayout(
+                    path: path, object: dataset,
+                    reason: "\(logical) bytes from \(info.storageSize) stored bytes exceeds the \(maxExpansion)x expansion limit")
             }
             let bytes = try file.read(dataset, as: dtype, maxBytes: logical)
             do throws(ModelError) {

@@ -105,7 +105,9 @@ public final class HDF5File: @unchecked Sendable {
             if status == -2 { throw .unsafeLink(path: path, group: group) }
             if status < 0 { throw .library(path: path, operation: "list", object: group, stack: HDF5Library.stackText()) }
             let prefix = group.hasSuffix("/") ? group : group + "/"
-            return buffer.prefix(needed).split(separator: 0).map { prefix + String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            return buffer.prefix(needed).split(separator: 0).map {
+                prefix + String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
         }
     }
 
@@ -122,7 +124,8 @@ public final class HDF5File: @unchecked Sendable {
     /// Shape and element kind of a dataset.
     public func info(_ dataset: String) throws(HDF5Error) -> HDF5DatasetInfo {
         try HDF5Library.locked { () throws(HDF5Error) -> HDF5DatasetInfo in
-            let d = HDF5Handle.dataset(try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
+            let d = HDF5Handle.dataset(
+                try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
             let space = HDF5Handle.space(try HDF5Library.check(H5Dget_space(d.id), path: path, "get dataspace", dataset))
             let rank = Int(try HDF5Library.check(H5Sget_simple_extent_ndims(space.id), path: path, "get rank", dataset))
             guard rank <= 32 else { throw .invalidLayout(path: path, object: dataset, reason: "rank \(rank) is too high") }
@@ -131,7 +134,9 @@ public final class HDF5File: @unchecked Sendable {
             let type = HDF5Handle.type(try HDF5Library.check(H5Dget_type(d.id), path: path, "get type", dataset))
             var shape: [Int] = []
             for dim in dims.prefix(rank) {
-                guard dim <= hsize_t(Int.max) else { throw .invalidLayout(path: path, object: dataset, reason: "dimension \(dim) is too large") }
+                guard dim <= hsize_t(Int.max) else {
+                    throw .invalidLayout(path: path, object: dataset, reason: "dimension \(dim) is too large")
+                }
                 shape.append(Int(dim))
             }
             // A damaged file can declare any storage size: refused above Int.max rather than trapping.
@@ -150,7 +155,8 @@ public final class HDF5File: @unchecked Sendable {
             throw .invalidLayout(path: path, object: dataset, reason: "dataset of shape \(info.shape) exceeds the \(maxBytes)-byte limit")
         }
         return try HDF5Library.locked { () throws(HDF5Error) -> [UInt8] in
-            let d = HDF5Handle.dataset(try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
+            let d = HDF5Handle.dataset(
+                try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
             let memoryType = try HDF5Codec.memoryType(dtype, path: path)
             var bytes = [UInt8](repeating: 0, count: count * dtype.byteWidth)
             if count > 0 {
@@ -167,11 +173,15 @@ public final class HDF5File: @unchecked Sendable {
     private func openAttribute(_ object: String, _ name: String) throws(HDF5Error) -> (HDF5Handle, HDF5Handle, HDF5Handle)? {
         let exists = H5Aexists_by_name(handle.id, object, name, mmoe_h5p_default())
         guard exists > 0 else {
-            if exists < 0 { throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText()) }
+            if exists < 0 {
+                throw .library(path: path, operation: "look up attribute \(name)", object: object, stack: HDF5Library.stackText())
+            }
             return nil
         }
         let a = HDF5Handle.attribute(
-            try HDF5Library.check(H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)", object))
+            try HDF5Library.check(
+                H5Aopen_by_name(handle.id, object, name, mmoe_h5p_default(), mmoe_h5p_default()), path: path, "open attribute \(name)",
+                object))
         let type = HDF5Handle.type(try HDF5Library.check(H5Aget_type(a.id), path: path, "get attribute type", object))
         let space = HDF5Handle.space(try HDF5Library.check(H5Aget_space(a.id), path: path, "get attribute space", object))
         return (a, type, space)
@@ -187,7 +197,9 @@ public final class HDF5File: @unchecked Sendable {
             guard HDF5File.kind(of: type.id) == .string else {
                 throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' is not a string")
             }
-            return try readString(type: type.id, space: space.id, object: "\(object)@\(name)") { memoryType, buffer in H5Aread(a.id, memoryType, buffer) }
+            return try readString(type: type.id, space: space.id, object: "\(object)@\(name)") { memoryType, buffer in
+                H5Aread(a.id, memoryType, buffer)
+            }
         }
     }
 
@@ -202,7 +214,9 @@ public final class HDF5File: @unchecked Sendable {
             guard HDF5File.kind(of: type.id) == .string else {
                 throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' is not a string array")
             }
-            guard count >= 0, count <= 1 << 20 else { throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' holds \(count) strings") }
+            guard count >= 0, count <= 1 << 20 else {
+                throw .invalidLayout(path: path, object: object, reason: "attribute '\(name)' holds \(count) strings")
+            }
             if count == 0 { return [] }
             if H5Tis_variable_str(type.id) > 0 {
                 let memoryType = HDF5Handle.type(try HDF5Library.check(H5Tcopy(mmoe_h5t_c_s1()), path: path, "copy type"))
@@ -210,8 +224,12 @@ public final class HDF5File: @unchecked Sendable {
                 try HDF5Library.check(H5Tset_cset(memoryType.id, H5Tget_cset(type.id)), path: path, "set charset")
                 var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
                 // Reclaim whatever HDF5 allocated, also when the read fails half-way.
-                defer { pointers.withUnsafeMutableBytes { _ = H5Dvlen_reclaim(memoryType.id, space.id, mmoe_h5p_default(), $0.baseAddress) } }
-                try HDF5Library.check(pointers.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
+                defer {
+                    pointers.withUnsafeMutableBytes { _ = H5Dvlen_reclaim(memoryType.id, space.id, mmoe_h5p_default(), $0.baseAddress) }
+                }
+                try HDF5Library.check(
+                    pointers.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)",
+                    object)
                 return pointers.map { pointer in
                     guard let pointer else { return "" }
                     return String(decoding: UnsafeRawBufferPointer(start: pointer, count: strnlen(pointer, 1 << 16)), as: UTF8.self)
@@ -223,7 +241,9 @@ public final class HDF5File: @unchecked Sendable {
             }
             let memoryType = HDF5Handle.type(try HDF5Library.check(H5Tcopy(type.id), path: path, "copy type"))
             var buffer = [UInt8](repeating: 0, count: count * size)
-            try HDF5Library.check(buffer.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object)
+            try HDF5Library.check(
+                buffer.withUnsafeMutableBytes { H5Aread(a.id, memoryType.id, $0.baseAddress) }, path: path, "read attribute \(name)", object
+            )
             return (0..<count).map { i in
                 let slice = buffer[(i * size)..<((i + 1) * size)]
                 let end = slice.firstIndex(of: 0) ?? slice.endIndex
@@ -235,7 +255,8 @@ public final class HDF5File: @unchecked Sendable {
     /// A scalar string dataset.
     public func stringDataset(_ dataset: String) throws(HDF5Error) -> String {
         try HDF5Library.locked { () throws(HDF5Error) -> String in
-            let d = HDF5Handle.dataset(try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
+            let d = HDF5Handle.dataset(
+                try HDF5Library.check(H5Dopen2(handle.id, dataset, mmoe_h5p_default()), path: path, "open dataset", dataset))
             let type = HDF5Handle.type(try HDF5Library.check(H5Dget_type(d.id), path: path, "get type", dataset))
             let space = HDF5Handle.space(try HDF5Library.check(H5Dget_space(d.id), path: path, "get dataspace", dataset))
             guard H5Sget_simple_extent_npoints(space.id) == 1, HDF5File.kind(of: type.id) == .string else {
@@ -248,7 +269,9 @@ public final class HDF5File: @unchecked Sendable {
     }
 
     /// Reads one string value of either storage kind; bounded, invalid UTF-8 repaired.
-    private func readString(type: hid_t, space: hid_t, object: String, _ read: (hid_t, UnsafeMutableRawPointer?) -> herr_t) throws(HDF5Error) -> String {
+    private func readString(type: hid_t, space: hid_t, object: String, _ read: (hid_t, UnsafeMutableRawPointer?) -> herr_t)
+        throws(HDF5Error) -> String
+    {
         if H5Tis_variable_str(type) > 0 {
             let memoryType = HDF5Handle.type(try HDF5Library.check(H5Tcopy(mmoe_h5t_c_s1()), path: path, "copy type"))
             try HDF5Library.check(H5Tset_size(memoryType.id, mmoe_h5t_variable()), path: path, "set type size")
@@ -256,7 +279,9 @@ public final class HDF5File: @unchecked Sendable {
             var pointer: UnsafeMutablePointer<CChar>? = nil
             // Reclaim whatever HDF5 allocated, also when the read fails half-way.
             defer { withUnsafeMutablePointer(to: &pointer) { _ = H5Dvlen_reclaim(memoryType.id, space, mmoe_h5p_default(), $0) } }
-            try HDF5Library.check(withUnsafeMutablePointer(to: &pointer) { read(memoryType.id, UnsafeMutableRawPointer($0)) }, path: path, "read string", object)
+            try HDF5Library.check(
+                withUnsafeMutablePointer(to: &pointer) { read(memoryType.id, UnsafeMutableRawPointer($0)) }, path: path, "read string",
+                object)
             guard let pointer else { return "" }
             let length = strnlen(pointer, HDF5File.maxStringBytes + 1)
             guard length <= HDF5File.maxStringBytes else {

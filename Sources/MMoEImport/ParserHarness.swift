@@ -10,7 +10,8 @@ import MMoERuntime
 public enum ParserHarness {
     /// The parsers that can be exercised.
     public static let targets = [
-        "mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "keras-config", "onnx",
+        "mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "keras-config",
+        "onnx",
     ]
 
     /// A small model whose spec the CSV target reads inputs for.
@@ -35,7 +36,8 @@ public enum ParserHarness {
         }
         switch target {
         case "mmoe":
-            guard let model = try? ModelFile(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.mmoe", verifyChecksums: true).model() else {
+            guard let model = try? ModelFile(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.mmoe", verifyChecksums: true).model()
+            else {
                 return false
             }
             _ = try? model.predict([:])

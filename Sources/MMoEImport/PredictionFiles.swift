@@ -14,17 +14,23 @@ public enum PredictionFiles {
         let features = Dictionary(spec.features.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (name, array) in arrays {
             guard let feature = features[name] else {
-                throw ImportError.malformed(path: path, offset: nil, reason: "array '\(name)' is not a feature of the model (features: \(spec.features.map(\.name).joined(separator: ", ")))")
+                throw ImportError.malformed(
+                    path: path, offset: nil,
+                    reason: "array '\(name)' is not a feature of the model (features: \(spec.features.map(\.name).joined(separator: ", ")))"
+                )
             }
             switch feature.kind {
             case .dense:
-                guard array.isFloat else { throw ImportError.malformed(path: path, offset: nil, reason: "feature '\(name)' must hold floats, got \(array.descr)") }
+                guard array.isFloat else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "feature '\(name)' must hold floats, got \(array.descr)")
+                }
                 batch[name] = FeatureArray(values: .float32(array.floats()), shape: array.shape)
             case .sparse, .sequence:
                 switch array.ids() {
                 case .success(let ids): batch[name] = FeatureArray(values: .int64(ids), shape: array.shape)
                 case .failure(let bad):
-                    throw ImportError.malformed(path: path, offset: nil, reason: "feature '\(name)' element \(bad.index) is \(bad.value), not an integer id")
+                    throw ImportError.malformed(
+                        path: path, offset: nil, reason: "feature '\(name)' element \(bad.index) is \(bad.value), not an integer id")
                 }
             }
         }
@@ -43,9 +49,13 @@ public enum PredictionFiles {
             throw ImportError.memory(path: path, reason: reason)
         }
         let text = String(decoding: bytes, as: UTF8.self)
-        var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
         guard !lines.isEmpty else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
-        let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
         let features = Dictionary(spec.features.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var seen = Set<String>()
         for name in header where !seen.insert(name).inserted {
@@ -58,7 +68,8 @@ public enum PredictionFiles {
         for (index, line) in lines.enumerated() {
             let row = line.split(separator: ",", omittingEmptySubsequences: false)
             guard row.count == header.count else {
-                throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(row.count) cells, the header has \(header.count)")
+                throw ImportError.malformed(
+                    path: path, offset: nil, reason: "line \(index + 2) has \(row.count) cells, the header has \(header.count)")
             }
             cells.append(row)
         }
@@ -67,7 +78,10 @@ public enum PredictionFiles {
             guard let feature = features[name] else { continue }
             let tokens = cells.map { $0[column].split(separator: " ") }
             func number(_ token: Substring, row: Int) throws -> Double {
-                guard let value = Double(token) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(token)' is not a number") }
+                guard let value = Double(token) else {
+                    throw ImportError.malformed(
+                        path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(token)' is not a number")
+                }
                 return value
             }
             switch feature.kind {
@@ -75,7 +89,10 @@ public enum PredictionFiles {
                 let width = feature.width ?? 1
                 var values: [Float] = []
                 for (row, items) in tokens.enumerated() {
-                    guard items.count == width else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs \(width) values") }
+                    guard items.count == width else {
+                        throw ImportError.malformed(
+                            path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs \(width) values")
+                    }
                     for item in items { values.append(Float(try number(item, row: row))) }
                 }
                 batch[name] = FeatureArray(values: .float32(values), shape: width == 1 ? [cells.count] : [cells.count, width])
@@ -84,10 +101,15 @@ public enum PredictionFiles {
                 for (row, items) in tokens.enumerated() {
                     var ids: [Int64] = []
                     for item in items {
-                        guard let id = Int64(item) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(item)' is not an integer id") }
+                        guard let id = Int64(item) else {
+                            throw ImportError.malformed(
+                                path: path, offset: nil, reason: "line \(row + 2) column '\(name)': '\(item)' is not an integer id")
+                        }
                         ids.append(id)
                     }
-                    if feature.kind == .sparse, ids.count != 1 { throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs one id") }
+                    if feature.kind == .sparse, ids.count != 1 {
+                        throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' needs one id")
+                    }
                     rows.append(ids)
                 }
                 if feature.kind == .sparse {
@@ -98,7 +120,9 @@ public enum PredictionFiles {
                     for (row, ids) in rows.enumerated() {
                         if ids.count < length {
                             guard let padding = feature.paddingID else {
-                                throw ImportError.malformed(path: path, offset: nil, reason: "line \(row + 2) column '\(name)' is shorter than the others and the feature has no padding id")
+                                throw ImportError.malformed(
+                                    path: path, offset: nil,
+                                    reason: "line \(row + 2) column '\(name)' is shorter than the others and the feature has no padding id")
                             }
                             flat += ids + Array(repeating: Int64(padding), count: length - ids.count)
                         } else {
@@ -122,18 +146,27 @@ public enum PredictionFiles {
     public static func readExpectedArrays(_ path: String) throws -> [String: ExpectedOutput] {
         if path.lowercased().hasSuffix(".csv") {
             let bytes = try FileIO.readAll(path: path, limit: 1 << 30)
-            let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard let header = lines.first?.split(separator: ",").map(String.init) else { throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file") }
-            guard Set(header).count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "the header names a column twice") }
+            let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter
+            { !$0.isEmpty }
+            guard let header = lines.first?.split(separator: ",").map(String.init) else {
+                throw ImportError.malformed(path: path, offset: nil, reason: "empty CSV file")
+            }
+            guard Set(header).count == header.count else {
+                throw ImportError.malformed(path: path, offset: nil, reason: "the header names a column twice")
+            }
             if let reason = MemoryBudget.refusal(lines.count * header.count * 8, for: "the columns of this CSV") {
                 throw ImportError.memory(path: path, reason: reason)
             }
             var columns = [[Float]](repeating: [], count: header.count)
             for (index, line) in lines.dropFirst().enumerated() {
                 let cells = line.split(separator: ",", omittingEmptySubsequences: false)
-                guard cells.count == header.count else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(cells.count) cells") }
+                guard cells.count == header.count else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2) has \(cells.count) cells")
+                }
                 for (c, cell) in cells.enumerated() {
-                    guard let value = Float(cell.trimmingCharacters(in: .whitespaces)) else { throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2): '\(cell)' is not a number") }
+                    guard let value = Float(cell.trimmingCharacters(in: .whitespaces)) else {
+                        throw ImportError.malformed(path: path, offset: nil, reason: "line \(index + 2): '\(cell)' is not a number")
+                    }
                     columns[c].append(value)
                 }
             }
@@ -212,7 +245,9 @@ public enum PredictionFiles {
                 var ids: [Int64] = []
                 for _ in 0..<rows {
                     let used = Int(next() % UInt64(length)) + 1
-                    for p in 0..<length { ids.append(p < used || feature.paddingID == nil ? Int64(next() % size) : Int64(feature.paddingID ?? 0)) }
+                    for p in 0..<length {
+                        ids.append(p < used || feature.paddingID == nil ? Int64(next() % size) : Int64(feature.paddingID ?? 0))
+                    }
                 }
                 batch[feature.name] = .sequences(ids, length: length)
             }

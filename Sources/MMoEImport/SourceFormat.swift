@@ -48,7 +48,11 @@ public enum SourceFormat: String, Sendable, CaseIterable, CustomStringConvertibl
         if bytes.count >= 48, Array(bytes.suffix(8)) == [0x57, 0xFB, 0x80, 0x8B, 0x24, 0x75, 0x47, 0xDB] { return .tfCheckpoint }
         if path.hasSuffix(".onnx") { return .onnx }
         if head.starts(with: [0x80]) {
-            throw .unsupported(path: path, reason: "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')")
+            throw .unsupported(
+                path: path,
+                reason:
+                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')"
+            )
         }
         throw .unsupported(path: path, reason: "unknown file format (pass --from to name it)")
     }
@@ -102,7 +106,9 @@ public struct ImportResult: Sendable {
 /// Loads any supported model file into (spec, canonical tensors).
 public enum ModelImporter {
     /// Imports `path`. Formats that hold only weights need a conversion spec.
-    public static func load(path: String, format requested: SourceFormat? = nil, conversionSpecPath: String? = nil) throws(ImportError) -> ImportResult {
+    public static func load(path: String, format requested: SourceFormat? = nil, conversionSpecPath: String? = nil) throws(ImportError)
+        -> ImportResult
+    {
         let format: SourceFormat
         if let requested { format = requested } else { format = try SourceFormat.detect(path: path) }
         switch format {

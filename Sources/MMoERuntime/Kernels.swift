@@ -30,7 +30,8 @@ enum Kernels {
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
     static func packedGemm(
-        _ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, path: KernelPath
+        _ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int,
+        path: KernelPath
     ) {
         let n = step.output.width
         let k = step.input.width
@@ -46,7 +47,9 @@ enum Kernels {
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
                     let gemm = path == .avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
                     if splits <= 1 {
-                        gemm(Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels))
+                        gemm(
+                            Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c,
+                            Int32(ldc), 0, Int32(panels))
                         return
                     }
                     let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
@@ -54,7 +57,8 @@ enum Kernels {
                         let begin = panels * part / splits
                         let end = panels * (part + 1) / splits
                         gemm(
-                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, bf16, addresses.bias, addresses.relu, addresses.c,
+                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, bf16, addresses.bias,
+                            addresses.relu, addresses.c,
                             Int32(ldc), Int32(begin), Int32(end))
                     }
                 }
@@ -321,7 +325,9 @@ struct EmbeddingTableView: @unchecked Sendable {
         case .f32:
             let source = rows + id * dim * 4
             if accumulate {
-                for c in 0..<dim { destination[c] += Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: c * 4, as: UInt32.self))) }
+                for c in 0..<dim {
+                    destination[c] += Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: c * 4, as: UInt32.self)))
+                }
             } else {
                 UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: dim * 4)
             }
@@ -334,12 +340,14 @@ struct EmbeddingTableView: @unchecked Sendable {
         case .bf16:
             let source = rows + id * dim * 2
             for c in 0..<dim {
-                let v = HalfPrecision.float(fromBFloat16: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)))
+                let v = HalfPrecision.float(
+                    fromBFloat16: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)))
                 destination[c] = accumulate ? destination[c] + v : v
             }
         case .i8:
             let source = (rows + id * dim).assumingMemoryBound(to: Int8.self)
-            let scale = scales.map { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: id * 4, as: UInt32.self))) } ?? 0
+            let scale =
+                scales.map { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: id * 4, as: UInt32.self))) } ?? 0
             for c in 0..<dim {
                 let v = Float(source[c]) * scale
                 destination[c] = accumulate ? destination[c] + v : v

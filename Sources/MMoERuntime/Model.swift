@@ -112,7 +112,8 @@ public final class Model: Sendable {
         -> Prediction
     {
         let rows = try checkBatch(batch, options: options)
-        let buffers = OutputBuffers(rows: rows, headWidths: heads.map(\.width), gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
+        let buffers = OutputBuffers(
+            rows: rows, headWidths: heads.map(\.width), gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
         let ordered = inputs.map { batch[$0.feature.name] }
         let threads = ComputeThreads.current
         // Large batches on the packed kernel: contiguous row ranges per thread, each running the
@@ -138,7 +139,8 @@ public final class Model: Sendable {
         for (t, task) in spec.tasks.enumerated() { named[task.name] = results[t] }
         let gates = zip(gatePlans, gateResults).map { GateWeights(name: $0.name, experts: $0.view.width, weights: $1) }
         for output in outputs {
-            guard output.product == nil, let task = output.task, let column = output.classIndex, let t = spec.tasks.firstIndex(where: { $0.name == task })
+            guard output.product == nil, let task = output.task, let column = output.classIndex,
+                let t = spec.tasks.firstIndex(where: { $0.name == task })
             else { continue }
             let width = heads[t].width
             named[output.name] = (0..<rows).map { results[t][$0 * width + column] }
@@ -167,7 +169,9 @@ public final class Model: Sendable {
     static let minRowsPerThread = 128
 
     /// Runs rows `range` chunk by chunk on one scratch area.
-    private func runRange(_ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int) throws(PredictError) {
+    private func runRange(_ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int)
+        throws(PredictError)
+    {
         let chunk = kernel.isPacked ? Model.packedChunkRows : Model.chunkRows
         let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
@@ -238,7 +242,9 @@ public final class Model: Sendable {
             rows = featureRows
         }
         guard let rows else { return 0 }
-        guard rows <= Int(Int32.max) else { throw .wrongShape(feature: inputs[0].feature.name, expected: "fewer than 2^31 rows", actual: [rows]) }
+        guard rows <= Int(Int32.max) else {
+            throw .wrongShape(feature: inputs[0].feature.name, expected: "fewer than 2^31 rows", actual: [rows])
+        }
         return rows
     }
 
@@ -252,7 +258,9 @@ public final class Model: Sendable {
         }
         func ld(_ view: View) -> Int { bufferWidths[view.buffer] }
 
-        try assembleInput(start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView), rowScratch: scratch.extra)
+        try assembleInput(
+            start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView), rowScratch: scratch.extra
+        )
 
         for step in steps {
             switch step {
@@ -266,7 +274,8 @@ public final class Model: Sendable {
                     }
                 } else {
                     Kernels.packedGemm(
-                        step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output), threads: threads, path: kernel)
+                        step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output),
+                        threads: threads, path: kernel)
                 }
             case .pointwise(let view, let ops):
                 Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)
@@ -288,7 +297,9 @@ public final class Model: Sendable {
                 let width = output.width
                 let sources = experts.map { (UInt(bitPattern: pointer($0)), ld($0)) }
                 Kernels.parallelRows(rows, work: rows * width * experts.count * 2, threads: threads) { range in
-                    guard let g = UnsafeMutablePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else { return }
+                    guard let g = UnsafeMutablePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else {
+                        return
+                    }
                     for r in range {
                         let destination = out + r * outLD
                         destination.update(repeating: 0, count: width)

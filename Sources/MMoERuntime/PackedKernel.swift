@@ -57,7 +57,9 @@ enum PackedKernel {
     /// Weights stored as bfloat16 (and not scaled by a folded batch norm) stay bfloat16 in the
     /// panels — half the bytes for the kernel to stream, widened exactly as it reads them —
     /// when every piece of the multiply is such a weight; the Bool says so.
-    static func pack(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> ([Float], Bool) {
+    static func pack(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> (
+        [Float], Bool
+    ) {
         if !pieces.isEmpty, pieces.allSatisfy({ $0.weight.tensor.dtype == .bf16 && $0.weight.rowScales.isEmpty }) {
             return (try packBF16(pieces: pieces, outputs: outputs, inputs: inputs), true)
         }
@@ -65,7 +67,9 @@ enum PackedKernel {
     }
 
     /// bfloat16 panels, two values to a Float of the returned array.
-    static func packBF16(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
+    static func packBF16(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError)
+        -> [Float]
+    {
         let halves = mmoe_packed_size(Int32(inputs), Int32(outputs))
         var packed = [Float](repeating: 0, count: max((halves + 1) / 2, 1))
         var failure: ModelError?
@@ -83,7 +87,9 @@ enum PackedKernel {
     }
 
     /// float32 panels.
-    static func packFloat(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError) -> [Float] {
+    static func packFloat(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError)
+        -> [Float]
+    {
         let size = max(mmoe_packed_size(Int32(inputs), Int32(outputs)), 1)
         // When the pieces' panels tile the buffer, packing writes every float: no zero fill.
         var next = 0
@@ -111,7 +117,8 @@ enum PackedKernel {
                     if direct {
                         guard let source = weight.tensor.rawBytes.baseAddress else { return -1 }
                         // An empty array may still have a base address: no factors means NULL.
-                        return mmoe_pack_bt(source, Int32(inputs), Int32(piece.outputs), factors.isEmpty ? nil : factors.baseAddress, target)
+                        return mmoe_pack_bt(
+                            source, Int32(inputs), Int32(piece.outputs), factors.isEmpty ? nil : factors.baseAddress, target)
                     }
                     return values.withUnsafeBytes { source in
                         guard let base = source.baseAddress else { return -1 }

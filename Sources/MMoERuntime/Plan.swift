@@ -143,11 +143,15 @@ struct PlanCompiler {
     /// fused into the multiply; segments start at multiples of 16 columns, so ReLU is decided
     /// per 16-column panel without touching a neighbour.
     mutating func appendDense(
-        input: View, pieces: [(column: Int, outputs: Int, weight: DenseWeight)], output: View, segments: [(column: Int, width: Int, ops: [PointwiseOp])]
+        input: View, pieces: [(column: Int, outputs: Int, weight: DenseWeight)], output: View,
+        segments: [(column: Int, width: Int, ops: [PointwiseOp])]
     ) throws(ModelError) {
         // Weights are copied (packed) at load: a file declaring more than the process can get is refused.
         let (floats, overflow) = input.width.multipliedReportingOverflow(by: (output.width + 15) / 16 * 16)
-        if let reason = MemoryBudget.refusal(overflow ? Int.max : floats.multipliedReportingOverflow(by: 4).partialValue, for: "packing the weights of a \(input.width) x \(output.width) layer") {
+        if let reason = MemoryBudget.refusal(
+            overflow ? Int.max : floats.multipliedReportingOverflow(by: 4).partialValue,
+            for: "packing the weights of a \(input.width) x \(output.width) layer")
+        {
             throw .memory(reason)
         }
         guard packedKernel else {
@@ -165,7 +169,8 @@ struct PlanCompiler {
             }
             steps.append(.gemm(GemmStep(input: input, output: output, weight: stacked, packed: [], bias: [], relu: [])))
             for segment in segments where !segment.ops.isEmpty {
-                steps.append(.pointwise(View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), segment.ops))
+                steps.append(
+                    .pointwise(View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), segment.ops))
             }
             return
         }
@@ -184,10 +189,15 @@ struct PlanCompiler {
                 ops.removeFirst()
                 for p in (segment.column / 16)..<((segment.column + segment.width + 15) / 16) { relu[p] = 1 }
             }
-            if !ops.isEmpty { remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops)) }
+            if !ops.isEmpty {
+                remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops))
+            }
         }
         let (packed, isBF16) = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
-        steps.append(.gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
+        steps.append(
+            .gemm(
+                GemmStep(
+                    input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
 
@@ -366,7 +376,8 @@ struct PlanCompiler {
             while next < mlp.layers.count {
                 let layer = mlp.layers[next]
                 let output = allocate(width: layer.outWidth)
-                try appendDense(input: current, pieces: [(0, layer.outWidth, layer.weight)], output: output, segments: [(0, layer.outWidth, layer.ops)])
+                try appendDense(
+                    input: current, pieces: [(0, layer.outWidth, layer.weight)], output: output, segments: [(0, layer.outWidth, layer.ops)])
                 current = output
                 next += 1
             }
@@ -461,7 +472,8 @@ struct PlanCompiler {
                 var nextTaskInputs: [View] = []
                 for t in 0..<taskCount {
                     let experts = Array(views[specificRanges[t]]) + sharedViews
-                    nextTaskInputs.append(mixture(gate: views[gateStart + t], experts: experts, gateName: "level\(l).\(spec.tasks[t].name)"))
+                    nextTaskInputs.append(
+                        mixture(gate: views[gateStart + t], experts: experts, gateName: "level\(l).\(spec.tasks[t].name)"))
                 }
                 if level.sharedGate != nil {
                     let all = Array(views[0..<sharedRange.upperBound])

@@ -38,7 +38,9 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         try requireFile(model, "model")
-        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }), batchSizes.count == batch.split(separator: ",").count else {
+        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }),
+            batchSizes.count == batch.split(separator: ",").count
+        else {
             throw ValidationError("--batch takes comma-separated sizes between 1 and 1048576")
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
@@ -54,7 +56,9 @@ struct Bench: ParsableCommand {
             if let threads { ComputeThreads.set(threads) }
             let threadCount = ComputeThreads.current
             if !json {
-                print("kernel: \(loaded.kernel) (supported here: \(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)")
+                print(
+                    "kernel: \(loaded.kernel) (supported here: \(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)"
+                )
                 print("batch   threads   median_latency   p90_latency   examples/s")
             }
             for size in batchSizes {
@@ -74,13 +78,17 @@ struct Bench: ParsableCommand {
                 let throughput = Double(size) / median
                 if json {
                     let object: [String: Any] = [
-                        "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "examples_per_s": throughput, "calls": times.count,
+                        "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90,
+                        "examples_per_s": throughput, "calls": times.count,
                         "kernel": loaded.kernel.rawValue,
                     ]
                     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                     print(String(decoding: data, as: UTF8.self))
                 } else {
-                    print(String(format: "%-7d %-9d %-16@ %-13@ %.0f", size, threadCount, formatSeconds(median) as NSString, formatSeconds(p90) as NSString, throughput))
+                    print(
+                        String(
+                            format: "%-7d %-9d %-16@ %-13@ %.0f", size, threadCount, formatSeconds(median) as NSString,
+                            formatSeconds(p90) as NSString, throughput))
                 }
             }
         }
@@ -103,7 +111,9 @@ struct Bench: ParsableCommand {
             let object: [String: Any] = ["open_median_s": median, "open_min_s": times[0], "opens": times.count, "file_bytes": size]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
-            print("open + first prediction: median \(formatSeconds(median)), min \(formatSeconds(times[0])) over \(times.count) opens of \(formatBytes(size))")
+            print(
+                "open + first prediction: median \(formatSeconds(median)), min \(formatSeconds(times[0])) over \(times.count) opens of \(formatBytes(size))"
+            )
         }
     }
 

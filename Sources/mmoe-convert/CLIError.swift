@@ -55,7 +55,10 @@ func reportingErrors(_ body: () throws -> Void) throws {
         try body()
     } catch let error as ExitCode {
         throw error
-    } catch let error as CustomStringConvertible where error is ModelError || error is FormatError || error is HDF5Error || error is ImportError || error is PredictError || error is InputError {
+    } catch let error as CustomStringConvertible
+        where error is ModelError || error is FormatError || error is HDF5Error || error is ImportError || error is PredictError
+        || error is InputError
+    {
         printError(error.description)
         throw ExitCode(ExitCodes.failed)
     } catch {

@@ -36,7 +36,8 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Conversion spec (JSON) describing the source model.")
     var spec: String?
 
-    @Option(name: .long, help: "Input format, when detection is not wanted: \(SourceFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(
+        name: .long, help: "Input format, when detection is not wanted: \(SourceFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
     var from: String?
 
     @Option(name: .long, help: "Output format: mmoe or h5 (default: by the output's extension, else mmoe).")
@@ -75,7 +76,9 @@ struct Convert: ParsableCommand {
             // The written model is opened (mapped, its weights packed) to prove it works: a model
             // that could not be opened here is refused before anything is written.
             let total = result.tensors.names.reduce(0) { $0 + (result.tensors[$1]?.byteCount ?? 0) }
-            if let reason = MemoryBudget.refusal(total.multipliedReportingOverflow(by: 2).partialValue, for: "opening the converted model (\(total) bytes of tensors)") {
+            if let reason = MemoryBudget.refusal(
+                total.multipliedReportingOverflow(by: 2).partialValue, for: "opening the converted model (\(total) bytes of tensors)")
+            {
                 throw ImportError.memory(path: output, reason: reason + "; nothing was written")
             }
             if terminal { printNote("writing \(output) ...") }

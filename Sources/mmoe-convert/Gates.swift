@@ -74,15 +74,20 @@ struct Gates: ParsableCommand {
             if json {
                 let document = GatesDocument(
                     model: printable(model), architecture: loaded.spec.architecture.type.rawValue, report: report, unusedBelow: unusedBelow,
-                    by: by.map { feature in GatesDocument.Slices(feature: feature, values: slices.map { .init(value: $0.value, report: $0.report) }) })
+                    by: by.map { feature in
+                        GatesDocument.Slices(feature: feature, values: slices.map { .init(value: $0.value, report: $0.report) })
+                    })
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: try encoder.encode(document), as: UTF8.self))
             } else {
                 print(GatesRendering.table(report), terminator: "")
                 print(
-                    "(\(report.examples) examples; effective experts = exp(entropy) per example; polarised = top expert > \(GateReport.polarisedAbove))")
-                let unused = report.unused.map { "\(report.levels.count > 1 ? "level \($0.level) " : "")\($0.expert) (\(String(format: "%.3f", $0.meanWeight)))" }
+                    "(\(report.examples) examples; effective experts = exp(entropy) per example; polarised = top expert > \(GateReport.polarisedAbove))"
+                )
+                let unused = report.unused.map {
+                    "\(report.levels.count > 1 ? "level \($0.level) " : "")\($0.expert) (\(String(format: "%.3f", $0.meanWeight)))"
+                }
                 print("unused experts (mean weight < \(unusedBelow)): \(unused.isEmpty ? "none" : unused.joined(separator: ", "))")
                 for slice in slices {
                     print("\n\(by ?? "") = \(slice.value) (\(slice.report.examples) examples)")
@@ -105,21 +110,29 @@ struct Gates: ParsableCommand {
     /// Rows per value of a sparse feature, the `topValues` most frequent values first (ties by value).
     func slice(by feature: String, batch: [String: FeatureArray], spec: ModelSpec) throws -> [(Int64, [Int])] {
         guard let declared = spec.features.first(where: { $0.name == feature }) else {
-            throw InputError(description: "--by \(printable(feature)): the model has no such feature (features: \(spec.features.map(\.name).joined(separator: ", ")))")
+            throw InputError(
+                description:
+                    "--by \(printable(feature)): the model has no such feature (features: \(spec.features.map(\.name).joined(separator: ", ")))"
+            )
         }
         guard declared.kind == .sparse, let array = batch[feature], case .int64(let ids) = array.values, ids.count == array.shape[0] else {
-            throw InputError(description: "--by \(printable(feature)): a \(declared.kind.rawValue) feature; slices need a sparse feature (one id per example)")
+            throw InputError(
+                description:
+                    "--by \(printable(feature)): a \(declared.kind.rawValue) feature; slices need a sparse feature (one id per example)")
         }
         var rows: [Int64: [Int]] = [:]
         for (r, id) in ids.enumerated() { rows[id, default: []].append(r) }
-        return rows.sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key < $1.key }.prefix(topValues).map { ($0.key, $0.value) }
+        return rows.sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key < $1.key }.prefix(topValues).map {
+            ($0.key, $0.value)
+        }
     }
 }
 
 /// The document `gates --json` prints (schema in Docs/CLI.md).
 struct GatesDocument: Encodable {
     struct Definitions: Encodable {
-        let effectiveExperts = "exp(-sum_k w_k ln w_k) per example: 1 when one expert takes all the weight, E when it is spread evenly over E"
+        let effectiveExperts =
+            "exp(-sum_k w_k ln w_k) per example: 1 when one expert takes all the weight, E when it is spread evenly over E"
         let polarisedAbove = GateReport.polarisedAbove
         let histogramBins = GateReport.histogramBins
         let unusedBelow: Double

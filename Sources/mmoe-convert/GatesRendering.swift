@@ -20,7 +20,9 @@ enum GatesRendering {
             for gate in gates {
                 var cells = [String](repeating: pad("-", cellWidth), count: experts.count)
                 for (k, name) in gate.experts.enumerated() {
-                    if let column = experts.firstIndex(of: name) { cells[column] = pad(String(format: "%.3f", gate.meanWeights[k]), cellWidth) }
+                    if let column = experts.firstIndex(of: name) {
+                        cells[column] = pad(String(format: "%.3f", gate.meanWeights[k]), cellWidth)
+                    }
                 }
                 let q = gate.effectiveExperts
                 text += pad(gate.name, nameWidth) + "  " + cells.joined()
@@ -49,8 +51,10 @@ enum GatesRendering {
     }
 
     static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-            .replacingOccurrences(of: "\"", with: "&quot;")
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(
+            of: ">", with: "&gt;"
+        )
+        .replacingOccurrences(of: "\"", with: "&quot;")
     }
 
     // MARK: SVG
@@ -67,7 +71,8 @@ enum GatesRendering {
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\""
         svg += " font-family=\"DejaVu Sans, Verdana, sans-serif\" font-size=\"12\">\n"
         svg += "<defs><pattern id=\"empty\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">"
-        svg += "<rect width=\"6\" height=\"6\" fill=\"#f2f2f2\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#c8c8c8\" stroke-width=\"2\"/></pattern>\n"
+        svg +=
+            "<rect width=\"6\" height=\"6\" fill=\"#f2f2f2\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#c8c8c8\" stroke-width=\"2\"/></pattern>\n"
         svg += "<linearGradient id=\"scale\" x1=\"0\" x2=\"1\" y1=\"0\" y2=\"0\">"
         for (i, _) in stops.enumerated() {
             let offset = Double(i) / Double(stops.count - 1)
@@ -92,7 +97,8 @@ enum GatesRendering {
             svg += "<line x1=\"\(x)\" y1=\"18\" x2=\"\(x)\" y2=\"23\" stroke=\"#444\"/>"
             svg += "<text x=\"\(x)\" y=\"35\" text-anchor=\"middle\" font-size=\"10\">\(String(format: "%.1f", tick))</text>\n"
         }
-        svg += "<rect x=\"\(legendWidth + 24)\" y=\"4\" width=\"14\" height=\"14\" fill=\"url(#empty)\" stroke=\"#888\" stroke-width=\"0.5\"/>"
+        svg +=
+            "<rect x=\"\(legendWidth + 24)\" y=\"4\" width=\"14\" height=\"14\" fill=\"url(#empty)\" stroke=\"#888\" stroke-width=\"0.5\"/>"
         svg += "<text x=\"\(legendWidth + 44)\" y=\"15\" font-size=\"11\">not mixed by this gate</text>\n"
         svg += "</g>\n</svg>\n"
         return svg
@@ -113,10 +119,12 @@ enum GatesRendering {
         let width = histX + histWidth + 20
         let height = top + rowHeight * gates.count + 18
         var s = ""
-        let title = report.levels.count > 1 ? "level \(l): mean weight each gate gives each expert" : "mean weight each gate gives each expert"
+        let title =
+            report.levels.count > 1 ? "level \(l): mean weight each gate gives each expert" : "mean weight each gate gives each expert"
         s += "<text x=\"12\" y=\"16\" font-size=\"13\">\(escape(title)) (\(report.examples) examples)</text>\n"
         for (e, name) in experts.enumerated() {
-            s += "<text x=\"\(left + e * cell + cell / 2)\" y=\"\(top - 8)\" text-anchor=\"middle\" font-size=\"11\">\(escape(name))</text>\n"
+            s +=
+                "<text x=\"\(left + e * cell + cell / 2)\" y=\"\(top - 8)\" text-anchor=\"middle\" font-size=\"11\">\(escape(name))</text>\n"
         }
         s += "<text x=\"\(statsX)\" y=\"\(top - 8)\" font-size=\"11\">eff. experts p50</text>\n"
         s += "<text x=\"\(statsX + 96)\" y=\"\(top - 8)\" font-size=\"11\">&gt;0.9</text>\n"
@@ -133,7 +141,8 @@ enum GatesRendering {
                 if let value {
                     s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell - 2)\" height=\"\(rowHeight - 2)\" fill=\"\(colour(value))\"/>"
                     let ink = value > 0.5 ? "white" : "black"
-                    s += "<text x=\"\(x + cell / 2 - 1)\" y=\"\(y + rowHeight / 2 + 4)\" text-anchor=\"middle\" fill=\"\(ink)\">\(String(format: "%.2f", value))</text>\n"
+                    s +=
+                        "<text x=\"\(x + cell / 2 - 1)\" y=\"\(y + rowHeight / 2 + 4)\" text-anchor=\"middle\" fill=\"\(ink)\">\(String(format: "%.2f", value))</text>\n"
                 } else {
                     s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell - 2)\" height=\"\(rowHeight - 2)\" fill=\"url(#empty)\"/>\n"
                 }
@@ -168,7 +177,8 @@ enum GatesRendering {
         page += "Polarised: top expert &gt; \(GateReport.polarisedAbove) of the weight.</p>\n"
         page += svg(report, title: "all \(report.examples) examples") + "\n"
         page += "<pre>\(escape(table(report)))</pre>\n"
-        page += "<h2>Unused experts</h2>\n<p>\(report.unused.isEmpty ? "none" : report.unused.map { "level \($0.level) \(escape($0.expert)) (\(String(format: "%.3f", $0.meanWeight)))" }.joined(separator: ", "))</p>\n"
+        page +=
+            "<h2>Unused experts</h2>\n<p>\(report.unused.isEmpty ? "none" : report.unused.map { "level \($0.level) \(escape($0.expert)) (\(String(format: "%.3f", $0.meanWeight)))" }.joined(separator: ", "))</p>\n"
         if let feature {
             page += "<h2>By \(escape(feature))</h2>\n"
             for slice in slices {

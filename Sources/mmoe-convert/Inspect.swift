@@ -47,14 +47,23 @@ struct Inspect: ParsableCommand {
                     var object = modelJSON(summary)
                     object["path"] = file
                     object["format"] = format.rawValue
-                    if format == .mmoe, let header = try? ModelFile(path: file) { object["format_version"] = "\(header.version.major).\(header.version.minor)" }
+                    if format == .mmoe, let header = try? ModelFile(path: file) {
+                        object["format_version"] = "\(header.version.major).\(header.version.minor)"
+                    }
                     if !result.notes.isEmpty { object["notes"] = result.notes.map(\.description) }
-                    if tensors { object["tensors"] = result.tensors.sortedNames.compactMap { name in result.tensors[name].map { ["name": name, "dtype": $0.dtype.rawValue, "shape": $0.shape] } } }
+                    if tensors {
+                        object["tensors"] = result.tensors.sortedNames.compactMap { name in
+                            result.tensors[name].map { ["name": name, "dtype": $0.dtype.rawValue, "shape": $0.shape] }
+                        }
+                    }
                     print(try encode(object))
                 } else {
                     print(summary.text(title: "\(file) (\(format))"))
                     for note in result.notes { print("  \(note)") }
-                    if tensors { printTensors(result.tensors.sortedNames.compactMap { n in result.tensors[n].map { (n, $0.dtype.rawValue, $0.shape) } }) }
+                    if tensors {
+                        printTensors(
+                            result.tensors.sortedNames.compactMap { n in result.tensors[n].map { (n, $0.dtype.rawValue, $0.shape) } })
+                    }
                 }
                 return
             }
@@ -62,8 +71,12 @@ struct Inspect: ParsableCommand {
             let checkpoint = try CheckpointReading.read(path: file, format: format, notes: &notes)
             let count = checkpoint.tensors.reduce(0) { $0 + $1.count }
             if json {
-                var object: [String: Any] = ["path": file, "format": format.rawValue, "tensor_count": checkpoint.tensors.count, "parameters": count]
-                if tensors { object["tensors"] = checkpoint.tensors.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": $0.shape] } }
+                var object: [String: Any] = [
+                    "path": file, "format": format.rawValue, "tensor_count": checkpoint.tensors.count, "parameters": count,
+                ]
+                if tensors {
+                    object["tensors"] = checkpoint.tensors.map { ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": $0.shape] }
+                }
                 print(try encode(object))
             } else {
                 print("\(file) (\(format)): \(checkpoint.tensors.count) tensors, \(count) values")
@@ -76,7 +89,9 @@ struct Inspect: ParsableCommand {
     func printTensors(_ rows: [(String, String, [Int])]) {
         let width = rows.map(\.0.count).max() ?? 0
         for (name, dtype, shape) in rows {
-            print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(dtype.padding(toLength: 5, withPad: " ", startingAt: 0)) \(shape)")
+            print(
+                "  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(dtype.padding(toLength: 5, withPad: " ", startingAt: 0)) \(shape)"
+            )
         }
     }
 

@@ -39,7 +39,10 @@ struct ModelSummary {
         if let gates = a.gates { result["gates"] = gates.count }
         if let levels = a.levels {
             result["levels"] = levels.map { level -> [String: Any] in
-                ["specific_experts": level.specificExperts.map(\.count), "shared_experts": level.sharedExperts.count, "shared_gate": level.sharedGate != nil]
+                [
+                    "specific_experts": level.specificExperts.map(\.count), "shared_experts": level.sharedExperts.count,
+                    "shared_gate": level.sharedGate != nil,
+                ]
             }
         }
         if a.bottom != nil { result["bottom"] = true }
@@ -55,16 +58,23 @@ struct ModelSummary {
         if let bottom = a.bottom { lines.append("  bottom: \(describe(bottom))") }
         if let experts = a.experts, let first = experts.first { lines.append("  experts: \(experts.count) x \(describe(first))") }
         if let gate = a.gate { lines.append("  gate (shared): \(describe(gate)) > softmax") }
-        if let gates = a.gates { lines.append("  gates: \(gates.count) (one per task), first: \(gates.first.map(describe) ?? "") > softmax") }
-        if let bottoms = a.bottoms, let first = bottoms.first { lines.append("  bottoms: \(bottoms.count) (one per task) x \(describe(first))") }
+        if let gates = a.gates {
+            lines.append("  gates: \(gates.count) (one per task), first: \(gates.first.map(describe) ?? "") > softmax")
+        }
+        if let bottoms = a.bottoms, let first = bottoms.first {
+            lines.append("  bottoms: \(bottoms.count) (one per task) x \(describe(first))")
+        }
         if let infoGates = a.infoGates, let first = infoGates.first {
             lines.append("  info gates: \(infoGates.count) x \(describe(first)) > attention transfer to the next task (query, key, value)")
         }
         for (l, level) in (a.levels ?? []).enumerated() {
-            lines.append("  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts \(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")")
+            lines.append(
+                "  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts \(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")"
+            )
         }
         for (t, task) in spec.tasks.enumerated() {
-            lines.append("  task \(task.name): tower \(describe(a.towers[t])) > \(task.head.rawValue)\(task.predictionBias ? " (+bias)" : "")")
+            lines.append(
+                "  task \(task.name): tower \(describe(a.towers[t])) > \(task.head.rawValue)\(task.predictionBias ? " (+bias)" : "")")
         }
         let widths = (try? spec.validateStructure().outputWidths) ?? []
         let outputs = spec.resolvedOutputs.enumerated().map { o, output -> String in

@@ -7,7 +7,8 @@ import MMoERuntime
 
 /// Options shared by the commands that run a model on an inputs file.
 struct RunOptions: ParsableArguments {
-    @Option(name: .long, help: "Inputs: .npz (one array per feature name) or .csv (header of feature names; sequences as space-separated ids).")
+    @Option(
+        name: .long, help: "Inputs: .npz (one array per feature name) or .csv (header of feature names; sequences as space-separated ids).")
     var inputs: String
 
     @Option(name: .long, help: "Ids outside their table: 'error' (default) or 'row:N' to look up row N instead.")
@@ -65,7 +66,9 @@ struct Predict: ParsableCommand {
             let batch = try PredictionFiles.readInputs(runOptions.inputs, spec: loaded.spec)
             let prediction = try loaded.predict(batch, options: try runOptions.predictOptions(gates: gates))
             try PredictionFiles.writeOutputs(prediction, to: output)
-            print("wrote \(prediction.batchSize) rows of \(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)")
+            print(
+                "wrote \(prediction.batchSize) rows of \(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)"
+            )
         }
     }
 }

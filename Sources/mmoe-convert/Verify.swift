@@ -109,13 +109,16 @@ struct Verify: ParsableCommand {
                 if !ok { passed = false }
                 let column = name.padding(toLength: max(12, name.count), withPad: " ", startingAt: 0)
                 let worstRow = String(worst / width)
-                print("\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     \(worstRow.padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")")
+                print(
+                    "\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     \(worstRow.padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")"
+                )
             }
             if !skipped.isEmpty, compared > 0 {
                 print("not in \(expected), not compared: \(skipped.joined(separator: ", "))")
             }
             guard compared > 0 else {
-                throw InputError(description: "\(expected) has none of the model's outputs (\(prediction.outputNames.joined(separator: ", ")))")
+                throw InputError(
+                    description: "\(expected) has none of the model's outputs (\(prediction.outputNames.joined(separator: ", ")))")
             }
             print(passed ? "PASS: \(compared) outputs within atol \(atol), rtol \(rtol)" : "FAIL: outside atol \(atol), rtol \(rtol)")
         }

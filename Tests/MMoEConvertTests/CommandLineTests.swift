@@ -36,7 +36,8 @@ func mmoeConvert(_ arguments: [String], prefix: String? = nil, environment: [Str
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     let stderr = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return CommandResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
 }
 
 @Suite("mmoe-convert end to end", .serialized)
@@ -74,7 +75,9 @@ struct CommandLineTests {
         #expect(verify.status == 0, "\(verify.stdout)")
         #expect(verify.stdout.contains("PASS: 2 outputs"))
         // predict and verify agree: the written predictions verify against the framework too.
-        let verifyWritten = try mmoeConvert(["verify", model, "--inputs", fixture + "/inputs.npz", "--expected", predictions, "--atol", "0", "--rtol", "0"])
+        let verifyWritten = try mmoeConvert([
+            "verify", model, "--inputs", fixture + "/inputs.npz", "--expected", predictions, "--atol", "0", "--rtol", "0",
+        ])
         #expect(verifyWritten.status == 0, "\(verifyWritten.stdout)")
 
         // Outside tolerance: exit 1 and the worst row reported.
@@ -140,7 +143,9 @@ struct CommandLineTests {
         #expect(reduce.stdout.contains("i8"))
         #expect(reduce.stdout.contains("bf16"))
         // bf16 weights drift; a loose tolerance passes, the default one need not.
-        let loose = try mmoeConvert(["verify", small, "--inputs", plain + "/inputs.npz", "--expected", plain + "/outputs.npz", "--atol", "0.05", "--rtol", "0"])
+        let loose = try mmoeConvert([
+            "verify", small, "--inputs", plain + "/inputs.npz", "--expected", plain + "/outputs.npz", "--atol", "0.05", "--rtol", "0",
+        ])
         #expect(loose.status == 0, "\(loose.stdout)")
     }
 
@@ -168,13 +173,16 @@ struct CommandLineTests {
         let header = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").first
         #expect(header == "income.0,income.1,marital.0,marital.1,marital.2,income_positive")
         // predict's CSV reads back as expected outputs, class columns regrouped into [N, C].
-        let roundTrip = try mmoeConvert(["verify", model, "--inputs", census + "/inputs.npz", "--expected", csv, "--atol", "1e-6", "--rtol", "0"])
+        let roundTrip = try mmoeConvert([
+            "verify", model, "--inputs", census + "/inputs.npz", "--expected", csv, "--atol", "1e-6", "--rtol", "0",
+        ])
         #expect(roundTrip.stdout.contains("PASS: 3 outputs"), "\(roundTrip.stdout) \(roundTrip.stderr)")
 
         // Expected values of the positive class only, under the task's name: refused by shape.
         let positiveOnly = folder.file("positive.npz")
         let income = try #require(try NumpyArchive.read(path: census + "/outputs.npz")["income"]).floats()
-        try NumpyArchive.write(["income": .float32(stride(from: 1, to: income.count, by: 2).map { income[$0] }, shape: [48])], to: positiveOnly)
+        try NumpyArchive.write(
+            ["income": .float32(stride(from: 1, to: income.count, by: 2).map { income[$0] }, shape: [48])], to: positiveOnly)
         let mismatch = try mmoeConvert(["verify", model, "--inputs", census + "/inputs.npz", "--expected", positiveOnly])
         #expect(mismatch.status != 0)
         #expect(mismatch.stderr.contains("output 'income' has shape [48], the model produced [48, 2]"), "\(mismatch.stderr)")
@@ -199,7 +207,9 @@ struct CommandLineTests {
 
         let bench = try mmoeConvert(["bench", model, "--batch", "1,64", "--threads", "1", "--seconds", "0.05", "--json"])
         #expect(bench.status == 0, "\(bench.stderr)")
-        let rows = bench.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let rows = bench.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
         #expect(rows.count == 2)
         #expect(rows.map { $0["batch"] as? Int } == [1, 64])
         for row in rows {
@@ -233,13 +243,17 @@ struct CommandLineTests {
         try expectFailure(["convert", fixturesPath + "/torch/plain_mmoe/model.pt", "-o", folder.file("x.mmoe")], mentions: "pass --spec")
         // Damaged model files.
         try expectFailure(["inspect", fixturesPath + "/damaged/mmoe/gap_between_tensors.mmoe"], mentions: "embeddings.user.weight")
-        try expectFailure(["predict", fixturesPath + "/damaged/mmoe/wrong_magic.mmoe", "--inputs", fixture + "/inputs.npz", "-o", folder.file("p.npz")], mentions: "unknown file format")
+        try expectFailure(
+            ["predict", fixturesPath + "/damaged/mmoe/wrong_magic.mmoe", "--inputs", fixture + "/inputs.npz", "-o", folder.file("p.npz")],
+            mentions: "unknown file format")
         // A hostile pickle.
         try expectFailure(["inspect", fixturesPath + "/hostile/os_system.pt"], mentions: "posix.system")
         // Inputs that do not fit the model.
         let model = folder.file("m.mmoe")
         #expect(try mmoeConvert(["convert", fixture + "/model.pt", "--spec", fixture + "/conversion.json", "-o", model]).status == 0)
-        try expectFailure(["predict", model, "--inputs", fixturesPath + "/torch/plain_mmoe/inputs.npz", "-o", folder.file("p.npz")], mentions: "not a feature of the model")
+        try expectFailure(
+            ["predict", model, "--inputs", fixturesPath + "/torch/plain_mmoe/inputs.npz", "-o", folder.file("p.npz")],
+            mentions: "not a feature of the model")
         let corrupt = try mmoeConvert(["verify", fixturesPath + "/damaged/mmoe/flipped_data_byte.mmoe", "--checksums"])
         #expect(corrupt.status == 1)
         #expect(corrupt.stdout.contains("checksum mismatch"))

@@ -10,8 +10,10 @@ struct GateAnalysisTests {
     /// Fixtures whose `gates.npz` holds the gate weights the framework computed on `inputs.npz`
     /// (fixtures/scripts/make_gate_fixtures.py).
     static let fixtures = [
-        "torch/rechub_mmoe/model.pt", "torch/rechub_ple/model.pt", "torch/deepctr_torch_mmoe/model.pt", "torch/deepctr_torch_mmoe_bn_prelu/model.pt",
-        "torch/deepctr_torch_ple/model.pt", "keras/deepctr_mmoe/model.h5", "keras/deepctr_ple/model.h5", "keras/deepctr_mmoe_bn_prelu/model.h5",
+        "torch/rechub_mmoe/model.pt", "torch/rechub_ple/model.pt", "torch/deepctr_torch_mmoe/model.pt",
+        "torch/deepctr_torch_mmoe_bn_prelu/model.pt",
+        "torch/deepctr_torch_ple/model.pt", "keras/deepctr_mmoe/model.h5", "keras/deepctr_ple/model.h5",
+        "keras/deepctr_mmoe_bn_prelu/model.h5",
     ]
 
     @Test("per-example gate weights and the report's figures equal the framework's own gate weights", arguments: fixtures)
@@ -19,7 +21,8 @@ struct GateAnalysisTests {
         let folder = fixturesPath + "/" + (fixture as NSString).deletingLastPathComponent
         let result = try ModelImporter.load(path: fixturesPath + "/" + fixture, conversionSpecPath: folder + "/conversion.json")
         let model = try Model(spec: result.spec, tensors: result.tensors)
-        let prediction = try model.predict(try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec), options: PredictOptions(includeGates: true))
+        let prediction = try model.predict(
+            try PredictionFiles.readInputs(folder + "/inputs.npz", spec: model.spec), options: PredictOptions(includeGates: true))
         let framework = try NumpyArchive.read(path: folder + "/gates.npz")
         let layout = try #require(GateLayout(spec: model.spec))
         let report = GateReport(layout: layout, gates: prediction.gates, unusedBelow: 0.05)

@@ -17,11 +17,16 @@ struct HostileFileTests {
 
     @Test("pickles naming dangerous globals are refused by name, nothing runs")
     func forbiddenGlobals() {
-        #expect(throws: ImportError.forbiddenGlobal(path: HostileFileTests.folder + "os_system.pt:os_system/data.pkl", name: "posix.system")) {
+        #expect(
+            throws: ImportError.forbiddenGlobal(path: HostileFileTests.folder + "os_system.pt:os_system/data.pkl", name: "posix.system")
+        ) {
             try read("os_system.pt")
         }
         // Protocol 2 spells builtins as __builtin__.
-        #expect(throws: ImportError.forbiddenGlobal(path: HostileFileTests.folder + "builtins_eval.pt:builtins_eval/data.pkl", name: "__builtin__.eval")) {
+        #expect(
+            throws: ImportError.forbiddenGlobal(
+                path: HostileFileTests.folder + "builtins_eval.pt:builtins_eval/data.pkl", name: "__builtin__.eval")
+        ) {
             try read("builtins_eval.pt")
         }
         #expect {
@@ -34,24 +39,36 @@ struct HostileFileTests {
         #expect(!FileManager.default.fileExists(atPath: "/tmp/mmoe-owned"))
     }
 
-    @Test("resource limits: nesting, memo, sizes, bombs", arguments: [
-        "deep_nesting.pt", "memo_flood.pt", "memo_undefined.pt", "huge_size.pt", "truncated.pt", "zip_bomb_understated.npz", "zip_bomb_declared.npz",
-    ])
+    @Test(
+        "resource limits: nesting, memo, sizes, bombs",
+        arguments: [
+            "deep_nesting.pt", "memo_flood.pt", "memo_undefined.pt", "huge_size.pt", "truncated.pt", "zip_bomb_understated.npz",
+            "zip_bomb_declared.npz",
+        ])
     func limits(file: String) {
         #expect(throws: ImportError.self) { try read(file) }
     }
 
-    @Test("safetensors violations", arguments: [
-        "st_overlap.safetensors", "st_gap.safetensors", "st_trailing.safetensors", "st_header_past_end.safetensors", "st_header_too_big.safetensors",
-        "st_bad_dtype.safetensors", "st_size_mismatch.safetensors", "st_offsets_outside.safetensors", "st_not_json.safetensors",
-    ])
+    @Test(
+        "safetensors violations",
+        arguments: [
+            "st_overlap.safetensors", "st_gap.safetensors", "st_trailing.safetensors", "st_header_past_end.safetensors",
+            "st_header_too_big.safetensors",
+            "st_bad_dtype.safetensors", "st_size_mismatch.safetensors", "st_offsets_outside.safetensors", "st_not_json.safetensors",
+        ])
     func safetensors(file: String) {
         #expect(throws: ImportError.self) { _ = try SafetensorsReader.read(path: HostileFileTests.folder + file) }
     }
 
     @Test("a raw legacy pickle is explained")
     func legacy() {
-        #expect(throws: ImportError.unsupported(path: HostileFileTests.folder + "not_a_zip.pt", reason: "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')")) {
+        #expect(
+            throws: ImportError.unsupported(
+                path: HostileFileTests.folder + "not_a_zip.pt",
+                reason:
+                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')"
+            )
+        ) {
             _ = try SourceFormat.detect(path: HostileFileTests.folder + "not_a_zip.pt")
         }
     }
@@ -87,7 +104,9 @@ struct HostileFileTests {
                 if source.hasSuffix(".pt") {
                     #expect(throws: ImportError.self, "cut \(cut)") {
                         let zip = try ZipArchive(storage: storage, path: "t.pt")
-                        guard let entry = zip.entries.first(where: { $0.name.hasSuffix("data.pkl") }) else { throw ImportError.malformed(path: "t", offset: nil, reason: "no pickle") }
+                        guard let entry = zip.entries.first(where: { $0.name.hasSuffix("data.pkl") }) else {
+                            throw ImportError.malformed(path: "t", offset: nil, reason: "no pickle")
+                        }
                         var reader = TorchPickleReader(bytes: try zip.data(entry, limit: 1 << 20), path: "t")
                         defer { reader.tearDown() }
                         _ = try reader.run()
@@ -95,7 +114,9 @@ struct HostileFileTests {
                         throw ImportError.malformed(path: "t", offset: nil, reason: "read a truncated file")
                     }
                 } else {
-                    #expect(throws: ImportError.self, "cut \(cut)") { _ = try SafetensorsReader.read(storage: storage, path: "t.safetensors") }
+                    #expect(throws: ImportError.self, "cut \(cut)") {
+                        _ = try SafetensorsReader.read(storage: storage, path: "t.safetensors")
+                    }
                 }
             }
         }

@@ -15,7 +15,8 @@ struct KerasParityTests {
         var all: [String] = []
         let manager = FileManager.default
         for name in ((try? manager.contentsOfDirectory(atPath: fixturesPath + "/keras")) ?? []).sorted() where !name.hasPrefix(".") {
-            for file in ["model.h5", "model_full.h5", "tf_checkpoint/model.index", "tf_checkpoint_train/ckpt-1.index"] where manager.fileExists(atPath: "\(fixturesPath)/keras/\(name)/\(file)") {
+            for file in ["model.h5", "model_full.h5", "tf_checkpoint/model.index", "tf_checkpoint_train/ckpt-1.index"]
+            where manager.fileExists(atPath: "\(fixturesPath)/keras/\(name)/\(file)") {
                 all.append("keras/\(name)/\(file)")
             }
         }
@@ -37,7 +38,8 @@ struct KerasParityTests {
         }
         // Keras 3.15 saves DeepCTR's list-held batch norms, PReLU and Dice nested under their owner.
         for model in [
-            "deepctr_mmoe", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom", "keras_mmoe_census", "deepctr_mmoe_bn_prelu", "deepctr_mmoe_dice",
+            "deepctr_mmoe", "deepctr_ple", "deepctr_esmm", "deepctr_sharedbottom", "keras_mmoe_census", "deepctr_mmoe_bn_prelu",
+            "deepctr_mmoe_dice",
             "deepctr_ple_bn",
         ] {
             #expect(KerasParityTests.fixtures.contains("keras3/\(model)/model.weights.h5"), "Keras 3 \(model)")
@@ -56,7 +58,9 @@ struct KerasParityTests {
     func parity(fixture: String) throws {
         let file = fixturesPath + "/" + fixture
         var folder = (file as NSString).deletingLastPathComponent
-        if folder.hasSuffix("/tf_checkpoint") || folder.hasSuffix("/tf_checkpoint_train") { folder = (folder as NSString).deletingLastPathComponent }
+        if folder.hasSuffix("/tf_checkpoint") || folder.hasSuffix("/tf_checkpoint_train") {
+            folder = (folder as NSString).deletingLastPathComponent
+        }
         #expect(try SourceFormat.detect(path: file) == (fixture.hasSuffix(".index") ? .tfCheckpoint : .keras))
         let result = try ModelImporter.load(path: file, conversionSpecPath: folder + "/conversion.json")
         let model = try Model(spec: result.spec, tensors: result.tensors)
@@ -71,12 +75,15 @@ struct KerasParityTests {
             #expect(prediction.shape(of: name) == array.shape, "\(fixture) \(name)")
             #expect(got.count == want.count)
             for i in 0..<min(got.count, want.count) {
-                #expect(abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture) \(name)[\(i)]: swift \(got[i]) vs DeepCTR \(want[i])")
+                #expect(
+                    abs(got[i] - want[i]) <= 1e-5 + 1e-4 * abs(want[i]), "\(fixture) \(name)[\(i)]: swift \(got[i]) vs DeepCTR \(want[i])")
             }
         }
     }
 
-    @Test("keras-mmoe softmax heads give every class probability [N, C] and the positive class of a 2-class head", arguments: ["keras", "keras3"])
+    @Test(
+        "keras-mmoe softmax heads give every class probability [N, C] and the positive class of a 2-class head",
+        arguments: ["keras", "keras3"])
     func softmaxHeads(folderName: String) throws {
         let folder = fixturesPath + "/\(folderName)/keras_mmoe_census"
         let file = folder + (folderName == "keras3" ? "/model.weights.h5" : "/model.h5")
@@ -127,7 +134,9 @@ struct KerasParityTests {
         let result = try ModelImporter.load(path: folder + "/model.h5", conversionSpecPath: folder + "/conversion.json")
         let layers = result.spec.architecture.experts?.first?.layers ?? []
         #expect(layers.contains(.dice(variant: .deepctr, eps: 1e-9)))
-        let bn = try ModelImporter.load(path: fixturesPath + "/keras/deepctr_mmoe_bn_prelu/model.h5", conversionSpecPath: fixturesPath + "/keras/deepctr_mmoe_bn_prelu/conversion.json")
+        let bn = try ModelImporter.load(
+            path: fixturesPath + "/keras/deepctr_mmoe_bn_prelu/model.h5",
+            conversionSpecPath: fixturesPath + "/keras/deepctr_mmoe_bn_prelu/conversion.json")
         #expect(bn.spec.architecture.experts?.first?.layers.contains(.batchNorm(eps: 1e-3, affine: true)) == true)
         #expect(bn.spec.architecture.experts?.first?.layers.contains(.prelu(channels: 16)) == true)
         // The shared table is stored by the sequence feature that names it last.
@@ -167,7 +176,8 @@ struct KerasParityTests {
     @Test("TF checkpoints: training state is skipped with one note; Keras 3's are refused")
     func trainingState() throws {
         let folder = fixturesPath + "/keras/deepctr_esmm"
-        let result = try ModelImporter.load(path: folder + "/tf_checkpoint_train/ckpt-1.index", conversionSpecPath: folder + "/conversion.json")
+        let result = try ModelImporter.load(
+            path: folder + "/tf_checkpoint_train/ckpt-1.index", conversionSpecPath: folder + "/conversion.json")
         let note = try #require(result.notes.first { $0.message.hasPrefix("training state:") })
         #expect(note.kind == .ignored && note.message.contains("optimizer variables"))
         // Keras 3 leaves a tf.train.Checkpoint(model=, optimizer=) without the model's weights.
@@ -236,7 +246,9 @@ struct TFCheckpointTests {
 
 @Suite("Damaged Keras files")
 struct DamagedKerasTests {
-    static let files: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: fixturesPath + "/damaged/keras")) ?? []).filter { $0.hasSuffix(".h5") }.sorted()
+    static let files: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: fixturesPath + "/damaged/keras")) ?? []).filter {
+        $0.hasSuffix(".h5")
+    }.sorted()
     let conversion = fixturesPath + "/keras/deepctr_mmoe/conversion.json"
 
     @Test("each damaged Keras file is a typed error", arguments: files)

@@ -28,9 +28,12 @@ struct OnnxTests {
     /// is tested separately (its exports slice the stacked parameters into unnamed constants).
     static let exports: [(String, String)] = {
         let root = fixturesPath + "/torch"
-        let fixtures = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") && $0 != "plain_stacked_mmoe" }.sorted()
+        let fixtures = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter {
+            !$0.hasPrefix(".") && $0 != "plain_stacked_mmoe"
+        }.sorted()
         return fixtures.flatMap { fixture in
-            (((try? FileManager.default.contentsOfDirectory(atPath: root + "/" + fixture)) ?? []).filter { $0.hasSuffix(".onnx") }.sorted()).map { (fixture, $0) }
+            (((try? FileManager.default.contentsOfDirectory(atPath: root + "/" + fixture)) ?? []).filter { $0.hasSuffix(".onnx") }.sorted())
+                .map { (fixture, $0) }
         }
     }()
 
@@ -42,7 +45,9 @@ struct OnnxTests {
             var expected: Set = ["model.legacy.onnx", "model.legacy13.onnx", "model.dynamo.onnx", "model.dynamo18.onnx"]
             if fixture.hasPrefix("rechub_") { expected.insert("model.rechub.onnx") }
             // PReLU fixtures: node metadata stripped, and slopes reached through Constant/Unsqueeze/Expand.
-            if ["rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu"].contains(fixture) { expected.formUnion(["model.stripped.onnx", "model.slopes.onnx"]) }
+            if ["rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu"].contains(fixture) {
+                expected.formUnion(["model.stripped.onnx", "model.slopes.onnx"])
+            }
             #expect(files == expected, "\(fixture)")
         }
     }
@@ -61,7 +66,9 @@ struct OnnxTests {
     /// torch-rechub exports: every file, converted without a conversion spec.
     static let rechubExports = exports.filter { $0.0.hasPrefix("rechub_") }
 
-    @Test("a torch-rechub export converts without a conversion spec: features, activations and heads from the graph", arguments: rechubExports)
+    @Test(
+        "a torch-rechub export converts without a conversion spec: features, activations and heads from the graph", arguments: rechubExports
+    )
     func withoutSpec(fixture: String, file: String) throws {
         let folder = fixturesPath + "/torch/" + fixture
         let result = try ModelImporter.load(path: folder + "/" + file)
@@ -85,7 +92,9 @@ struct OnnxTests {
     /// DeepCTR-Torch exports: every file, converted without a conversion spec.
     static let deepctrExports = exports.filter { $0.0.hasPrefix("deepctr_torch_") }
 
-    @Test("a DeepCTR-Torch export converts without a conversion spec: features from the packed input's column slices", arguments: deepctrExports)
+    @Test(
+        "a DeepCTR-Torch export converts without a conversion spec: features from the packed input's column slices",
+        arguments: deepctrExports)
     func packedWithoutSpec(fixture: String, file: String) throws {
         let folder = fixturesPath + "/torch/" + fixture
         let result = try ModelImporter.load(path: folder + "/" + file)
@@ -96,7 +105,9 @@ struct OnnxTests {
         let stated = statedSpec.features
         try #require(model.spec.features.count == stated.count)
         for (inferred, truth) in zip(model.spec.features, stated) {
-            #expect(inferred.kind == truth.kind && inferred.width == truth.width && inferred.maxLength == truth.maxLength && inferred.pooling == truth.pooling, "\(inferred.name) vs \(truth.name)")
+            #expect(
+                inferred.kind == truth.kind && inferred.width == truth.width && inferred.maxLength == truth.maxLength
+                    && inferred.pooling == truth.pooling, "\(inferred.name) vs \(truth.name)")
         }
         let byName = try PredictionFiles.readInputs(folder + "/inputs.npz", spec: statedSpec)
         var inputs: [String: FeatureArray] = [:]
@@ -119,7 +130,8 @@ struct OnnxTests {
         #expect {
             _ = try ModelImporter.load(path: folder + "/model.dynamo.onnx", conversionSpecPath: temporary.file("swapped.json"))
         } throws: { error in
-            "\(error)".contains("task 'click' is regression (no sigmoid) in the conversion spec, but the graph's output column 0 passes through a sigmoid")
+            "\(error)".contains(
+                "task 'click' is regression (no sigmoid) in the conversion spec, but the graph's output column 0 passes through a sigmoid")
         }
         // The .pt cannot show it: the same spec converts (to a different model).
         _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: temporary.file("swapped.json"))
@@ -228,7 +240,8 @@ struct OnnxTests {
     func typedFields() throws {
         let (checkpoint, notes) = try OnnxReader.read(path: fixturesPath + "/misc/typed_fields.onnx")
         let expected = try NumpyArchive.read(path: fixturesPath + "/misc/typed_fields.npz")
-        #expect(checkpoint["emb.weight"]?.dtype == .f16 && checkpoint["other.weight"]?.dtype == .bf16 && checkpoint["lin.bias"]?.dtype == .f64)
+        #expect(
+            checkpoint["emb.weight"]?.dtype == .f16 && checkpoint["other.weight"]?.dtype == .bf16 && checkpoint["lin.bias"]?.dtype == .f64)
         for name in expected.keys.sorted() {
             let array = try #require(expected[name])
             let want = array.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }

@@ -22,7 +22,8 @@ struct TorchParityTests {
         for expected in [
             "rechub_mmoe", "rechub_ple", "rechub_esmm", "rechub_sharedbottom", "deepctr_torch_mmoe", "deepctr_torch_mmoe_bn_prelu",
             "deepctr_torch_ple", "deepctr_torch_esmm", "deepctr_torch_sharedbottom", "plain_mmoe", "plain_stacked_mmoe",
-            "rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu", "rechub_aitm", "plain_keras_layout_mmoe", "plain_bn_mmoe",
+            "rechub_mmoe_prelu", "deepctr_torch_mmoe_prelu", "deepctr_torch_sharedbottom_prelu", "rechub_aitm", "plain_keras_layout_mmoe",
+            "plain_bn_mmoe",
         ] {
             #expect(names.contains(expected), "fixture \(expected)")
         }
@@ -76,9 +77,12 @@ struct TorchParityTests {
 
     @Test("output order follows the framework")
     func outputOrder() throws {
-        let rechub = try ModelImporter.load(path: fixturesPath + "/torch/rechub_esmm/model.pt", conversionSpecPath: fixturesPath + "/torch/rechub_esmm/conversion.json")
+        let rechub = try ModelImporter.load(
+            path: fixturesPath + "/torch/rechub_esmm/model.pt", conversionSpecPath: fixturesPath + "/torch/rechub_esmm/conversion.json")
         #expect(rechub.spec.resolvedOutputs.map(\.name) == ["cvr", "ctr", "ctcvr"])
-        let deepctr = try ModelImporter.load(path: fixturesPath + "/torch/deepctr_torch_esmm/model.pt", conversionSpecPath: fixturesPath + "/torch/deepctr_torch_esmm/conversion.json")
+        let deepctr = try ModelImporter.load(
+            path: fixturesPath + "/torch/deepctr_torch_esmm/model.pt",
+            conversionSpecPath: fixturesPath + "/torch/deepctr_torch_esmm/conversion.json")
         #expect(deepctr.spec.resolvedOutputs.map(\.name) == ["ctr", "ctcvr"])
     }
 
@@ -88,7 +92,8 @@ struct TorchParityTests {
         let result = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: folder + "/conversion.json")
         #expect(result.notes.contains { $0.kind == .ignored && $0.message.contains("unused shared experts") })
         #expect(result.notes.contains { $0.kind == .ignored && $0.message.contains("last level's shared gate") })
-        let bn = try ModelImporter.load(path: fixturesPath + "/torch/rechub_mmoe/model.pt", conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json")
+        let bn = try ModelImporter.load(
+            path: fixturesPath + "/torch/rechub_mmoe/model.pt", conversionSpecPath: fixturesPath + "/torch/rechub_mmoe/conversion.json")
         #expect(bn.notes.contains { $0.kind == .ignored && $0.message.contains("num_batches_tracked") })
     }
 
@@ -101,7 +106,9 @@ struct TorchParityTests {
         var data: [UInt8] = []
         for tensor in checkpoint.tensors {
             let bytes = Array(tensor.storage.bytes[tensor.byteOffset..<(tensor.byteOffset + tensor.count * tensor.dtype.size)])
-            header["module." + tensor.name] = ["dtype": tensor.dtype.rawValue, "shape": tensor.shape, "data_offsets": [data.count, data.count + bytes.count]]
+            header["module." + tensor.name] = [
+                "dtype": tensor.dtype.rawValue, "shape": tensor.shape, "data_offsets": [data.count, data.count + bytes.count],
+            ]
             data += bytes
         }
         header["loss weight.0"] = ["dtype": "F32", "shape": [1], "data_offsets": [data.count, data.count + 4]]
@@ -130,7 +137,9 @@ struct TorchParityTests {
         let folder = fixturesPath + "/torch/rechub_mmoe"
         let temporary = try TemporaryFolder()
         defer { temporary.remove() }
-        var conversion = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any] ?? [:]
+        var conversion =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/conversion.json"))) as? [String: Any]
+            ?? [:]
         var args = conversion["args"] as? [String: Any] ?? [:]
         args["n_expert"] = 5
         conversion["args"] = args
@@ -145,7 +154,11 @@ struct TorchParityTests {
         conversion["args"] = args
         conversion["features"] = features
         try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: specPath))
-        #expect(throws: ImportError.mismatch(path: folder + "/model.pt", reason: "feature 'user id': vocab_size 31 but table 'embedding.embed_dict.user id.weight' has 30 rows")) {
+        #expect(
+            throws: ImportError.mismatch(
+                path: folder + "/model.pt",
+                reason: "feature 'user id': vocab_size 31 but table 'embedding.embed_dict.user id.weight' has 30 rows")
+        ) {
             _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: specPath)
         }
         features[0]["vocab_size"] = 30
@@ -153,7 +166,10 @@ struct TorchParityTests {
         args["expert_params"] = ["dims": [16, 9], "activation": "relu"]
         conversion["args"] = args
         try JSONSerialization.data(withJSONObject: conversion).write(to: URL(fileURLWithPath: specPath))
-        #expect(throws: ImportError.mismatch(path: folder + "/model.pt", reason: "experts.0: the conversion spec says hidden dims [16, 9], the checkpoint has [16, 8]")) {
+        #expect(
+            throws: ImportError.mismatch(
+                path: folder + "/model.pt", reason: "experts.0: the conversion spec says hidden dims [16, 9], the checkpoint has [16, 8]")
+        ) {
             _ = try ModelImporter.load(path: folder + "/model.pt", conversionSpecPath: specPath)
         }
         // A plain model cannot be inferred without a spec.

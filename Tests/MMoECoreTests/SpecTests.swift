@@ -56,7 +56,10 @@ struct SpecTests {
         #expect(throws: ModelError.self) { _ = try spec.validateStructure() }
         spec = SampleSpecs.ple
         spec.architecture.levels?[0].sharedGate = nil
-        #expect(throws: ModelError.invalidSpec(path: "architecture.levels[0].shared_gate", reason: "every level but the last needs a shared gate")) {
+        #expect(
+            throws: ModelError.invalidSpec(
+                path: "architecture.levels[0].shared_gate", reason: "every level but the last needs a shared gate")
+        ) {
             _ = try spec.validateStructure()
         }
         spec = SampleSpecs.omoe
@@ -84,20 +87,34 @@ struct SpecTests {
                 return nil
             } catch { return error }
         }
-        #expect(refusal { $0.outputs?[4].classIndex = 4 } == .invalidSpec(path: "outputs[4].class", reason: "class 4 is outside 0..<4 of task \"genre\""))
-        #expect(refusal { $0.outputs?[4].task = "like" } == .invalidSpec(path: "outputs[4].task", reason: "task \"like\" has one value per example; only a softmax task has classes"))
-        #expect(refusal { $0.outputs?[4].classIndex = nil } == .invalidSpec(path: "outputs[4].class", reason: "a class output needs the class index"))
+        #expect(
+            refusal { $0.outputs?[4].classIndex = 4 }
+                == .invalidSpec(path: "outputs[4].class", reason: "class 4 is outside 0..<4 of task \"genre\""))
+        #expect(
+            refusal { $0.outputs?[4].task = "like" }
+                == .invalidSpec(path: "outputs[4].task", reason: "task \"like\" has one value per example; only a softmax task has classes")
+        )
+        #expect(
+            refusal { $0.outputs?[4].classIndex = nil }
+                == .invalidSpec(path: "outputs[4].class", reason: "a class output needs the class index"))
         #expect(
             refusal { $0.outputs?[2].product = ["like", "genre"] }
                 == .invalidSpec(
                     path: "outputs[2].product",
-                    reason: "\"genre\" has 4 values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")"))
+                    reason:
+                        "\"genre\" has 4 values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")"
+                ))
         #expect(refusal { $0.outputs?[4].name = "like" } != nil)
-        #expect(refusal { $0.outputs?[2].task = "genre" } == .invalidSpec(path: "outputs[2]", reason: "an output is either a product or a class of a task, not both"))
-        #expect(refusal { $0.tasks[2].predictionBias = true } == .invalidSpec(path: "tasks[2]", reason: "a softmax head takes no prediction bias"))
+        #expect(
+            refusal { $0.outputs?[2].task = "genre" }
+                == .invalidSpec(path: "outputs[2]", reason: "an output is either a product or a class of a task, not both"))
+        #expect(
+            refusal { $0.tasks[2].predictionBias = true }
+                == .invalidSpec(path: "tasks[2]", reason: "a softmax head takes no prediction bias"))
         #expect(
             refusal { $0.architecture.towers[2].layers[$0.architecture.towers[2].layers.count - 1] = .linear(units: 1, bias: true) }
-                == .invalidSpec(path: "architecture.towers[2]", reason: "the tower outputs 1 value; a softmax head needs one per class (at least 2)"))
+                == .invalidSpec(
+                    path: "architecture.towers[2]", reason: "the tower outputs 1 value; a softmax head needs one per class (at least 2)"))
         // The class index is stored as "class" in the spec JSON.
         let json = String(decoding: try JSONEncoder().encode(SampleSpecs.omoe.outputs?[4]), as: UTF8.self)
         #expect(json.contains("\"class\":2"))
@@ -124,7 +141,9 @@ struct SpecTests {
         #expect(throws: ModelError.unexpectedTensor(name: "experts.0.layers.9.weight")) { try spec.validate(tensors: broken) }
         broken = tensors
         let weight = try #require(tensors["towers.0.layers.0.weight"])
-        broken.set(try Tensor(dtype: .i8, shape: weight.shape, bytes: [UInt8](repeating: 1, count: weight.elementCount)), named: "towers.0.layers.0.weight")
+        broken.set(
+            try Tensor(dtype: .i8, shape: weight.shape, bytes: [UInt8](repeating: 1, count: weight.elementCount)),
+            named: "towers.0.layers.0.weight")
         #expect(throws: ModelError.dtypeMismatch(tensor: "towers.0.layers.0.weight", allowed: [.f32, .f16, .bf16], actual: .i8)) {
             try spec.validate(tensors: broken)
         }

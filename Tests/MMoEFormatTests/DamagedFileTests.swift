@@ -101,66 +101,123 @@ struct DamagedFileTests {
             }
         }
         expectError("wrong magic", { $0.bytes[1] = 0x4E }) { if case .notAModelFile = $0 { true } else { false } }
-        expectError("future version", { $0.bytes[8] = 2; $0.reseal() }) { $0 == .unsupportedVersion(path: "damaged.mmoe", major: 2, minor: 0) }
-        expectError("unknown required flag", { $0.setU32(12, 4); $0.reseal() }) { $0 == .unknownRequiredFlags(path: "damaged.mmoe", flags: 4) }
-        expectError("huge tensor count", { $0.setU32(20, 0xFFFF_FFFF); $0.reseal() }) { if case .invalidTable(_, 20, _) = $0 { true } else { false } }
-        expectError("huge spec length", { $0.setU64(32, UInt64.max); $0.reseal() }) { if case .invalidTable = $0 { true } else { false } }
-        expectError("huge table length", { $0.setU64(48, UInt64(Int.max)); $0.reseal() }) { if case .truncated = $0 { true } else { false } }
-        expectError("overlapping offsets", { image in
-            let second = image.entry(1)
-            image.setU64(second.offset, UInt64(image.u64(image.entry(0).offset)))
-            image.reseal()
-        }) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("no gap or overlap") } else { false } }
-        expectError("gap between tensors", { image in
-            let second = image.entry(1)
-            image.setU64(second.offset, UInt64(image.u64(second.offset) + 64))
-            image.reseal()
-        }) { if case .invalidTable = $0 { true } else { false } }
-        expectError("length disagrees with shape", { image in
-            let first = image.entry(0)
-            image.setU64(first.length, UInt64(image.u64(first.length) + 4))
-            image.reseal()
-        }) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("does not match shape") } else { false } }
-        expectError("enormous dimension", { image in
-            let first = image.entry(0)
-            image.setU64(first.dims, UInt64(1) << 62)
-            image.reseal()
-        }) { if case .invalidTable = $0 { true } else { false } }
-        expectError("unknown dtype", { image in
-            image.bytes[image.entry(2).dtype] = 99
-            image.reseal()
-        }) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("unknown dtype code 99") } else { false } }
-        expectError("rank too high", { image in
-            image.bytes[image.entry(0).rank] = 200
-            image.reseal()
-        }) { if case .invalidTable = $0 { true } else { false } }
-        expectError("duplicate names", { image in
-            // Make entry 1's name equal to entry 0's (same length names: heads.0.bias / heads.1.bias).
-            let names = (0..<3).map { i -> [UInt8] in
-                let e = image.entry(i)
-                return Array(image.bytes[(e.start + 2)..<e.dtype])
+        expectError(
+            "future version",
+            {
+                $0.bytes[8] = 2; $0.reseal()
             }
-            if let pair = (0..<2).first(where: { names[$0].count == names[$0 + 1].count }) {
-                let target = image.entry(pair + 1).start + 2
-                for (k, byte) in names[pair].enumerated() { image.bytes[target + k] = byte }
+        ) { $0 == .unsupportedVersion(path: "damaged.mmoe", major: 2, minor: 0) }
+        expectError(
+            "unknown required flag",
+            {
+                $0.setU32(12, 4); $0.reseal()
             }
-            image.reseal()
-        }) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("duplicate tensor") } else { false } }
-        expectError("trailing bytes", { $0.bytes += [0, 0, 0, 0] }) { $0 == .trailingBytes(path: "damaged.mmoe", offset: clean.bytes.count, count: 4) }
-        expectError("spec that is not JSON", { image in
-            image.bytes[64] = UInt8(ascii: "[")
-            image.reseal()
-        }) { if case .invalidModel(_, .malformedSpec) = $0 { true } else { false } }
-        expectError("shape that disagrees with the spec", { image in
-            // Swap two dims of a 2-D weight: same length, wrong shape for the spec.
-            let index = (0..<20).first { image.bytes[image.entry($0).rank] == 2 && image.u64(image.entry($0).dims) != image.u64(image.entry($0).dims + 8) } ?? 0
-            let e = image.entry(index)
-            let a = image.u64(e.dims)
-            let b = image.u64(e.dims + 8)
-            image.setU64(e.dims, UInt64(b))
-            image.setU64(e.dims + 8, UInt64(a))
-            image.reseal()
-        }) { if case .invalidModel(_, .shapeMismatch) = $0 { true } else { false } }
+        ) { $0 == .unknownRequiredFlags(path: "damaged.mmoe", flags: 4) }
+        expectError(
+            "huge tensor count",
+            {
+                $0.setU32(20, 0xFFFF_FFFF); $0.reseal()
+            }
+        ) { if case .invalidTable(_, 20, _) = $0 { true } else { false } }
+        expectError(
+            "huge spec length",
+            {
+                $0.setU64(32, UInt64.max); $0.reseal()
+            }
+        ) { if case .invalidTable = $0 { true } else { false } }
+        expectError(
+            "huge table length",
+            {
+                $0.setU64(48, UInt64(Int.max)); $0.reseal()
+            }
+        ) { if case .truncated = $0 { true } else { false } }
+        expectError(
+            "overlapping offsets",
+            { image in
+                let second = image.entry(1)
+                image.setU64(second.offset, UInt64(image.u64(image.entry(0).offset)))
+                image.reseal()
+            }
+        ) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("no gap or overlap") } else { false } }
+        expectError(
+            "gap between tensors",
+            { image in
+                let second = image.entry(1)
+                image.setU64(second.offset, UInt64(image.u64(second.offset) + 64))
+                image.reseal()
+            }
+        ) { if case .invalidTable = $0 { true } else { false } }
+        expectError(
+            "length disagrees with shape",
+            { image in
+                let first = image.entry(0)
+                image.setU64(first.length, UInt64(image.u64(first.length) + 4))
+                image.reseal()
+            }
+        ) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("does not match shape") } else { false } }
+        expectError(
+            "enormous dimension",
+            { image in
+                let first = image.entry(0)
+                image.setU64(first.dims, UInt64(1) << 62)
+                image.reseal()
+            }
+        ) { if case .invalidTable = $0 { true } else { false } }
+        expectError(
+            "unknown dtype",
+            { image in
+                image.bytes[image.entry(2).dtype] = 99
+                image.reseal()
+            }
+        ) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("unknown dtype code 99") } else { false } }
+        expectError(
+            "rank too high",
+            { image in
+                image.bytes[image.entry(0).rank] = 200
+                image.reseal()
+            }
+        ) { if case .invalidTable = $0 { true } else { false } }
+        expectError(
+            "duplicate names",
+            { image in
+                // Make entry 1's name equal to entry 0's (same length names: heads.0.bias / heads.1.bias).
+                let names = (0..<3).map { i -> [UInt8] in
+                    let e = image.entry(i)
+                    return Array(image.bytes[(e.start + 2)..<e.dtype])
+                }
+                if let pair = (0..<2).first(where: { names[$0].count == names[$0 + 1].count }) {
+                    let target = image.entry(pair + 1).start + 2
+                    for (k, byte) in names[pair].enumerated() { image.bytes[target + k] = byte }
+                }
+                image.reseal()
+            }
+        ) { if case .invalidTable(_, _, let reason) = $0 { reason.contains("duplicate tensor") } else { false } }
+        expectError("trailing bytes", { $0.bytes += [0, 0, 0, 0] }) {
+            $0 == .trailingBytes(path: "damaged.mmoe", offset: clean.bytes.count, count: 4)
+        }
+        expectError(
+            "spec that is not JSON",
+            { image in
+                image.bytes[64] = UInt8(ascii: "[")
+                image.reseal()
+            }
+        ) { if case .invalidModel(_, .malformedSpec) = $0 { true } else { false } }
+        expectError(
+            "shape that disagrees with the spec",
+            { image in
+                // Swap two dims of a 2-D weight: same length, wrong shape for the spec.
+                let index =
+                    (0..<20).first {
+                        image.bytes[image.entry($0).rank] == 2 && image.u64(image.entry($0).dims) != image.u64(image.entry($0).dims + 8)
+                    } ?? 0
+                let e = image.entry(index)
+                let a = image.u64(e.dims)
+                let b = image.u64(e.dims + 8)
+                image.setU64(e.dims, UInt64(b))
+                image.setU64(e.dims + 8, UInt64(a))
+                image.reseal()
+            }
+        ) { if case .invalidModel(_, .shapeMismatch) = $0 { true } else { false } }
     }
 
     @Test("the committed corpus of damaged files", arguments: corpus())

@@ -94,7 +94,9 @@ struct ModelFileTests {
             try ModelFileWriter.write(spec: spec, tensors: tensors, to: path)
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
-        #expect(throws: FormatError.self) { try ModelFileWriter.write(spec: spec, tensors: try randomTensors(for: spec, seed: 1), to: folder.file("no/such/dir.mmoe")) }
+        #expect(throws: FormatError.self) {
+            try ModelFileWriter.write(spec: spec, tensors: try randomTensors(for: spec, seed: 1), to: folder.file("no/such/dir.mmoe"))
+        }
         #expect(throws: FormatError.self) { _ = try ModelFile(path: folder.file("missing.mmoe")) }
         #expect(throws: FormatError.self) { _ = try ModelFile(path: folder.path) }
     }

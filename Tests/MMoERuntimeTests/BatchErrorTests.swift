@@ -14,7 +14,8 @@ struct BatchErrorTests {
         batch = randomBatch(for: spec, rows: 4, seed: 4)
     }
 
-    func expectError(_ expected: PredictError, _ change: (inout [String: FeatureArray]) -> Void, options: PredictOptions = PredictOptions()) {
+    func expectError(_ expected: PredictError, _ change: (inout [String: FeatureArray]) -> Void, options: PredictOptions = PredictOptions())
+    {
         var bad = batch
         change(&bad)
         #expect(throws: expected) { _ = try model.predict(bad, options: options) }
@@ -28,7 +29,9 @@ struct BatchErrorTests {
     @Test func dtypesAndShapes() {
         expectError(.wrongDType(feature: "user_id", expected: "int64", actual: "float32")) { $0["user_id"] = .floats([1, 2, 3, 4]) }
         expectError(.wrongDType(feature: "price", expected: "float32", actual: "int64")) { $0["price"] = .ids([1, 2, 3, 4]) }
-        expectError(.wrongShape(feature: "context", expected: "[B, 3]", actual: [6, 2])) { $0["context"] = .floats([Float](repeating: 0, count: 12), width: 2) }
+        expectError(.wrongShape(feature: "context", expected: "[B, 3]", actual: [6, 2])) {
+            $0["context"] = .floats([Float](repeating: 0, count: 12), width: 2)
+        }
         expectError(.wrongShape(feature: "hist sum", expected: "[B, L] with 1 <= L <= 4", actual: [4, 5])) {
             $0["hist sum"] = .sequences([Int64](repeating: 1, count: 20), length: 5)
         }
@@ -52,7 +55,8 @@ struct BatchErrorTests {
         fixed["user_id"] = .ids([0, 1, 0, 2])
         let fallback = try model.predict(bad, options: PredictOptions(unknownIDs: .useRow(0)))
         #expect(fallback == (try model.predict(fixed)))
-        expectError(.invalidOption("fallback row 99 is outside table 'user' (0..<11)"), { _ in }, options: PredictOptions(unknownIDs: .useRow(99)))
+        expectError(
+            .invalidOption("fallback row 99 is outside table 'user' (0..<11)"), { _ in }, options: PredictOptions(unknownIDs: .useRow(99)))
     }
 
     @Test func nonFinite() throws {

@@ -6,7 +6,9 @@ import Testing
 
 /// |optimized − reference| ≤ tolerance · max(1, |reference|) for every output and gate weight
 /// (float32 arithmetic against the reference's float64).
-func expectClose(_ prediction: Prediction, _ reference: (outputs: [String: [Double]], gates: [String: [[Double]]]), rows: Int, tolerance: Double = 1e-6) {
+func expectClose(
+    _ prediction: Prediction, _ reference: (outputs: [String: [Double]], gates: [String: [[Double]]]), rows: Int, tolerance: Double = 1e-6
+) {
     for name in prediction.outputNames {
         let got = prediction[name] ?? []
         let want = reference.outputs[name] ?? []
@@ -131,8 +133,10 @@ struct BlockingTests {
             name: "wide", tables: [], features: [.dense("x", width: 700)],
             architecture: Architecture(
                 type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
-                          MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh])],
+                experts: [
+                    MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: false), .relu]),
+                    MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 21, bias: true), .tanh]),
+                ],
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
@@ -156,8 +160,12 @@ struct BlockingTests {
             name: "bf16", tables: [], features: [.dense("x", width: 45)],
             architecture: Architecture(
                 type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
-                          MLP(layers: [.linear(units: 37, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                experts: [
+                    MLP(layers: [.linear(units: 37, bias: true), .relu, .linear(units: 32, bias: false), .relu]),
+                    MLP(layers: [
+                        .linear(units: 37, bias: false), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true),
+                    ]),
+                ],
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
@@ -175,8 +183,16 @@ struct BlockingTests {
             name: "panels", tables: [], features: [.dense("x", width: 45)],
             architecture: Architecture(
                 type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 48, bias: true), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: false), .batchNorm(eps: 1e-5, affine: false)]),
-                          MLP(layers: [.linear(units: 32, bias: false), .batchNorm(eps: 1e-3, affine: true), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: true)])],
+                experts: [
+                    MLP(layers: [
+                        .linear(units: 48, bias: true), .batchNorm(eps: 1e-3, affine: true), .relu, .linear(units: 32, bias: false),
+                        .batchNorm(eps: 1e-5, affine: false),
+                    ]),
+                    MLP(layers: [
+                        .linear(units: 32, bias: false), .batchNorm(eps: 1e-3, affine: true), .batchNorm(eps: 1e-3, affine: true), .relu,
+                        .linear(units: 32, bias: true),
+                    ]),
+                ],
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 16, bias: true), .relu, .linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])

@@ -193,7 +193,9 @@ public struct ReferenceEvaluator {
                     }
                     let weights = softmax(scores)
                     let valuesOfItems = items.map { project("value", $0) }
-                    inputs[index + 1] = (0..<valuesOfItems[0].count).map { c in weights[0] * valuesOfItems[0][c] + weights[1] * valuesOfItems[1][c] }
+                    inputs[index + 1] = (0..<valuesOfItems[0].count).map { c in
+                        weights[0] * valuesOfItems[0][c] + weights[1] * valuesOfItems[1][c]
+                    }
                 }
                 towerInputs = inputs
             case .ple:
@@ -202,9 +204,14 @@ public struct ReferenceEvaluator {
                 for (l, level) in (a.levels ?? []).enumerated() {
                     var specific: [[[Double]]] = []
                     for (t, experts) in level.specificExperts.enumerated() {
-                        specific.append(experts.enumerated().map { mlp($0.element, path: "levels.\(l).specific_experts.\(t).\($0.offset)", taskInputs[t]) })
+                        specific.append(
+                            experts.enumerated().map {
+                                mlp($0.element, path: "levels.\(l).specific_experts.\(t).\($0.offset)", taskInputs[t])
+                            })
                     }
-                    let sharedOut = level.sharedExperts.enumerated().map { mlp($0.element, path: "levels.\(l).shared_experts.\($0.offset)", shared) }
+                    let sharedOut = level.sharedExperts.enumerated().map {
+                        mlp($0.element, path: "levels.\(l).shared_experts.\($0.offset)", shared)
+                    }
                     var next: [[Double]] = []
                     for t in spec.tasks.indices {
                         let g = softmax(mlp(level.specificGates[t], path: "levels.\(l).specific_gates.\(t)", taskInputs[t]))

@@ -28,7 +28,9 @@ enum OnnxRecovery {
         if let opset = graph.opset, !(13...20).contains(opset) {
             notes.append(ImportNote(.assumed, "the model imports opset \(opset); exports at opsets 13 to 20 are the ones tested"))
         }
-        guard !graph.inputs.isEmpty else { throw .malformed(path: path, offset: nil, reason: "the ONNX graph has no inputs besides its initializers") }
+        guard !graph.inputs.isEmpty else {
+            throw .malformed(path: path, offset: nil, reason: "the ONNX graph has no inputs besides its initializers")
+        }
 
         // Producers, for following a constant through Identity nodes; consumers, for the Add
         // after a MatMul.
@@ -37,7 +39,9 @@ enum OnnxRecovery {
             var name = name
             for _ in 0..<64 {
                 if let tensor = graph.constants[name] { return tensor }
-                guard let index = producer[name], graph.nodes[index].op == "Identity", let input = graph.nodes[index].inputs.first else { return nil }
+                guard let index = producer[name], graph.nodes[index].op == "Identity", let input = graph.nodes[index].inputs.first else {
+                    return nil
+                }
                 name = input
             }
             return nil
@@ -48,7 +52,8 @@ enum OnnxRecovery {
             var name = name
             for _ in 0..<16 {
                 if let tensor = constant(name) { return tensor }
-                guard let index = producer[name], ["Reshape", "Unsqueeze", "Squeeze", "Expand", "Flatten", "Identity"].contains(graph.nodes[index].op),
+                guard let index = producer[name],
+                    ["Reshape", "Unsqueeze", "Squeeze", "Expand", "Flatten", "Identity"].contains(graph.nodes[index].op),
                     let input = graph.nodes[index].inputs.first
                 else { return nil }
                 name = input
@@ -82,7 +87,9 @@ enum OnnxRecovery {
                     guard let dot = linear.lastIndex(of: "."), let position = Int(linear[linear.index(after: dot)...]) else { return nil }
                     let parent = String(linear[..<dot])
                     if parent.hasSuffix(".mlp") || parent == "mlp" { return "\(parent).\(position + 2)" }
-                    if parent.hasSuffix(".linears") || parent == "linears" { return "\(parent.dropLast("linears".count))activation_layers.\(position)" }
+                    if parent.hasSuffix(".linears") || parent == "linears" {
+                        return "\(parent.dropLast("linears".count))activation_layers.\(position)"
+                    }
                     return "\(parent).\(position + (sawNorm ? 2 : 1))"
                 default:
                     return nil
@@ -113,7 +120,9 @@ enum OnnxRecovery {
         var foldedNorms = 0
         var unnamed: [String] = []
         var slopesByLayer = 0
-        func put(_ values: [Float], shape: [Int], module: String, suffix: String, from source: String, node: OnnxGraph.Node, how: String) throws(ImportError) {
+        func put(_ values: [Float], shape: [Int], module: String, suffix: String, from source: String, node: OnnxGraph.Node, how: String)
+            throws(ImportError)
+        {
             // No module recorded (a top-level parameter, or a slice of one): the constant keeps
             // its ONNX name and layout, for a native mapping to name.
             guard !module.isEmpty else {
@@ -124,16 +133,23 @@ enum OnnxRecovery {
             // A module applied twice (a shared layer) meets the same constant again.
             if recovered[name] != nil, sources[name] == source { return }
             guard recovered[name] == nil, graph.constants[name] == nil else {
-                throw .mismatch(path: path, reason: "the unnamed constant '\(source)' of node '\(node.name)' would be '\(name)', which the graph already has")
+                throw .mismatch(
+                    path: path,
+                    reason: "the unnamed constant '\(source)' of node '\(node.name)' would be '\(name)', which the graph already has")
             }
-            recovered[name] = SourceTensor(name: name, dtype: .f32, shape: shape, storage: ByteStorage(copying: values.withUnsafeBytes { Array($0) }), byteOffset: 0)
+            recovered[name] = SourceTensor(
+                name: name, dtype: .f32, shape: shape, storage: ByteStorage(copying: values.withUnsafeBytes { Array($0) }), byteOffset: 0)
             replaced.insert(source)
             sources[name] = source
             if examples.count < 4 { examples.append("\(source) → \(name)\(how)") }
         }
         func floats(_ tensor: SourceTensor, node: OnnxGraph.Node) throws(ImportError) -> [Float] {
             guard tensor.dtype.isFloat else {
-                throw .mismatch(path: path, reason: "node '\(node.name)' (\(node.op)) takes '\(tensor.name)' of type \(tensor.dtype.rawValue) where a float parameter belongs")
+                throw .mismatch(
+                    path: path,
+                    reason:
+                        "node '\(node.name)' (\(node.op)) takes '\(tensor.name)' of type \(tensor.dtype.rawValue) where a float parameter belongs"
+                )
             }
             return (0..<tensor.count).map { Float(tensor.value($0)) }
         }
@@ -150,7 +166,9 @@ enum OnnxRecovery {
                 let alpha = node.float("alpha", default: 1)
                 let beta = node.float("beta", default: 1)
                 let c = operands.count >= 3 ? operands[2] : nil
-                guard b.shape.count == 2 else { throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a weight '\(b.name)' of shape \(b.shape)") }
+                guard b.shape.count == 2 else {
+                    throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a weight '\(b.name)' of shape \(b.shape)")
+                }
                 let transposed = node.int("transB", default: 0) != 0
                 let outputs = transposed ? b.shape[0] : b.shape[1]
                 if node.torchOperation.contains("batch_norm") { foldedNorms += 1 }
@@ -159,7 +177,9 @@ enum OnnxRecovery {
                     var w = try floats(b, node: node)
                     if !transposed { w = transpose(w, rows: b.shape[0], columns: b.shape[1]) }
                     if alpha != 1 { w = w.map { $0 * alpha } }
-                    try put(w, shape: [outputs, w.count / max(outputs, 1)], module: module, suffix: "weight", from: b.name, node: node, how: transposed ? "" : " (transposed)")
+                    try put(
+                        w, shape: [outputs, w.count / max(outputs, 1)], module: module, suffix: "weight", from: b.name, node: node,
+                        how: transposed ? "" : " (transposed)")
                 } else if alpha != 1 {
                     // A named parameter passes through as stored; a scaled one would not be the
                     // parameter any more.
@@ -169,7 +189,11 @@ enum OnnxRecovery {
                     if isAnonymous(c) {
                         var bias = try floats(c, node: node)
                         if bias.count == 1, outputs > 1 { bias = Array(repeating: bias[0], count: outputs) }
-                        guard bias.count == outputs else { throw .mismatch(path: path, reason: "node '\(node.name)' (Gemm) has a bias '\(c.name)' of shape \(c.shape) for \(outputs) outputs") }
+                        guard bias.count == outputs else {
+                            throw .mismatch(
+                                path: path,
+                                reason: "node '\(node.name)' (Gemm) has a bias '\(c.name)' of shape \(c.shape) for \(outputs) outputs")
+                        }
                         if beta != 1 { bias = bias.map { $0 * beta } }
                         let biasModule = isAnonymous(b) ? module : moduleOf(b.name)
                         try put(bias, shape: [outputs], module: biasModule, suffix: "bias", from: c.name, node: node, how: "")
@@ -180,19 +204,26 @@ enum OnnxRecovery {
             case "MatMul":
                 guard operands.count == 2, operands[0] == nil, let b = operands[1], isAnonymous(b), b.shape.count == 2 else { continue }
                 let (rows, columns) = (b.shape[0], b.shape[1])
-                try put(transpose(try floats(b, node: node), rows: rows, columns: columns), shape: [columns, rows], module: node.scope, suffix: "weight", from: b.name, node: node, how: " (transposed)")
+                try put(
+                    transpose(try floats(b, node: node), rows: rows, columns: columns), shape: [columns, rows], module: node.scope,
+                    suffix: "weight", from: b.name, node: node, how: " (transposed)")
                 // A Linear applied to a 3-D input: MatMul, then Add of the bias.
                 if let output = node.outputs.first, let next = consumers[output], next.count == 1, graph.nodes[next[0]].op == "Add" {
                     let add = graph.nodes[next[0]]
-                    if let other = add.inputs.first(where: { $0 != output }), let bias = constant(other), isAnonymous(bias), bias.count == columns {
-                        try put(try floats(bias, node: add), shape: [columns], module: node.scope, suffix: "bias", from: bias.name, node: add, how: "")
+                    if let other = add.inputs.first(where: { $0 != output }), let bias = constant(other), isAnonymous(bias),
+                        bias.count == columns
+                    {
+                        try put(
+                            try floats(bias, node: add), shape: [columns], module: node.scope, suffix: "bias", from: bias.name, node: add,
+                            how: "")
                     }
                 }
             case "PRelu":
                 // The slope, whatever its shape ([], [1], [1, 1], [C], ...) and origin (an
                 // initializer, a Constant node, or either behind Reshape/Unsqueeze/Expand).
                 // A slope whose name is not a module's parameter path is the exporter's too.
-                guard node.inputs.count == 2, operands[0] == nil, let slope = slopeConstant(node.inputs[1]), isAnonymous(slope) || !slope.name.contains(".")
+                guard node.inputs.count == 2, operands[0] == nil, let slope = slopeConstant(node.inputs[1]),
+                    isAnonymous(slope) || !slope.name.contains(".")
                 else { continue }
                 let values = try floats(slope, node: node)
                 var module = node.scope
@@ -210,8 +241,12 @@ enum OnnxRecovery {
                     try put(values, shape: [values.count], module: node.scope, suffix: suffix, from: tensor.name, node: node, how: "")
                 }
             case "Gather":
-                guard operands.count == 2, let table = operands[0], operands[1] == nil, isAnonymous(table), table.shape.count == 2, table.dtype.isFloat else { continue }
-                try put(try floats(table, node: node), shape: table.shape, module: node.scope, suffix: "weight", from: table.name, node: node, how: "")
+                guard operands.count == 2, let table = operands[0], operands[1] == nil, isAnonymous(table), table.shape.count == 2,
+                    table.dtype.isFloat
+                else { continue }
+                try put(
+                    try floats(table, node: node), shape: table.shape, module: node.scope, suffix: "weight", from: table.name, node: node,
+                    how: "")
             default:
                 continue
             }
@@ -224,17 +259,29 @@ enum OnnxRecovery {
         tensors += recovered.keys.sorted().compactMap { recovered[$0] }
         if !recovered.isEmpty {
             notes.append(
-                ImportNote(.inferred, "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: \(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"))
+                ImportNote(
+                    .inferred,
+                    "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: \(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"
+                ))
         }
         if !unnamed.isEmpty {
             notes.append(
-                ImportNote(.inferred, "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout (\(unnamed.prefix(6).joined(separator: ", "))\(unnamed.count > 6 ? ", ..." : "")); a native mapping can name them"))
+                ImportNote(
+                    .inferred,
+                    "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout (\(unnamed.prefix(6).joined(separator: ", "))\(unnamed.count > 6 ? ", ..." : "")); a native mapping can name them"
+                ))
         }
         if slopesByLayer > 0 {
-            notes.append(ImportNote(.inferred, "\(slopesByLayer) PReLU slopes without a recorded module were named after the linear layer before them"))
+            notes.append(
+                ImportNote(
+                    .inferred, "\(slopesByLayer) PReLU slopes without a recorded module were named after the linear layer before them"))
         }
         if foldedNorms > 0 {
-            notes.append(ImportNote(.inferred, "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"))
+            notes.append(
+                ImportNote(
+                    .inferred,
+                    "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"
+                ))
         }
         var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "onnx")
         checkpoint.onnxFacts = OnnxFacts.gather(from: graph, walked: walked, producer: producer, consumers: consumers)

@@ -34,7 +34,8 @@ public enum OnnxReader {
         for node in graph.nodes {
             guard node.domain.isEmpty || node.domain == "ai.onnx", allowedOperators.contains(node.op) else {
                 let op = node.domain.isEmpty ? node.op : "\(node.domain).\(node.op)"
-                throw .unsupported(path: path, reason: "node '\(node.name)' uses operator \(op), which is outside the multi-task MoE family")
+                throw .unsupported(
+                    path: path, reason: "node '\(node.name)' uses operator \(op), which is outside the multi-task MoE family")
             }
         }
     }
@@ -47,7 +48,8 @@ public enum OnnxReader {
     }
 
     static func tensor(
-        _ bytes: UnsafeRawBufferPointer, range: Range<Int>, storage: ByteStorage, path: String, folder: String, sideFiles: inout [String: ByteStorage]
+        _ bytes: UnsafeRawBufferPointer, range: Range<Int>, storage: ByteStorage, path: String, folder: String,
+        sideFiles: inout [String: ByteStorage]
     ) throws(ImportError) -> SourceTensor {
         var reader = ProtoReader(bytes, path: path, range: range)
         var dims: [Int] = []
@@ -113,7 +115,8 @@ public enum OnnxReader {
         let length = count * dtype.size
         if let location = external["location"] {
             guard !location.hasPrefix("/"), !location.split(separator: "/").contains(".."), !location.isEmpty else {
-                throw .unsupported(path: path, reason: "initializer '\(name)': external data location '\(location)' leaves the model's folder")
+                throw .unsupported(
+                    path: path, reason: "initializer '\(name)': external data location '\(location)' leaves the model's folder")
             }
             let file = folder.isEmpty ? location : folder + "/" + location
             let side: ByteStorage
@@ -130,25 +133,43 @@ public enum OnnxReader {
             let offset = Int(external["offset"] ?? "0") ?? -1
             let declared = external["length"].flatMap { Int($0) } ?? length
             guard offset >= 0, declared == length, offset <= side.bytes.count, length <= side.bytes.count - offset else {
-                throw .malformed(path: file, offset: offset, reason: "initializer '\(name)' (\(length) bytes at \(offset)) lies outside the external data file")
+                throw .malformed(
+                    path: file, offset: offset,
+                    reason: "initializer '\(name)' (\(length) bytes at \(offset)) lies outside the external data file")
             }
             return SourceTensor(name: name, dtype: dtype, shape: dims, storage: side, byteOffset: offset)
         }
         if let raw {
-            guard raw.count == length else { throw .malformed(path: path, offset: raw.lowerBound, reason: "initializer '\(name)' has \(raw.count) raw bytes, shape \(dims) needs \(length)") }
+            guard raw.count == length else {
+                throw .malformed(
+                    path: path, offset: raw.lowerBound,
+                    reason: "initializer '\(name)' has \(raw.count) raw bytes, shape \(dims) needs \(length)")
+            }
             return SourceTensor(name: name, dtype: dtype, shape: dims, storage: storage, byteOffset: raw.lowerBound)
         }
         if dtype == .f32 {
-            guard floats.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(floats.count) floats for shape \(dims)") }
-            return SourceTensor(name: name, dtype: .f32, shape: dims, storage: ByteStorage(copying: floats.withUnsafeBytes { Array($0) }), byteOffset: 0)
+            guard floats.count == count else {
+                throw .malformed(
+                    path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(floats.count) floats for shape \(dims)")
+            }
+            return SourceTensor(
+                name: name, dtype: .f32, shape: dims, storage: ByteStorage(copying: floats.withUnsafeBytes { Array($0) }), byteOffset: 0)
         }
         if dtype == .i64 {
-            guard int64s.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(int64s.count) integers for shape \(dims)") }
-            return SourceTensor(name: name, dtype: .i64, shape: dims, storage: ByteStorage(copying: int64s.withUnsafeBytes { Array($0) }), byteOffset: 0)
+            guard int64s.count == count else {
+                throw .malformed(
+                    path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(int64s.count) integers for shape \(dims)")
+            }
+            return SourceTensor(
+                name: name, dtype: .i64, shape: dims, storage: ByteStorage(copying: int64s.withUnsafeBytes { Array($0) }), byteOffset: 0)
         }
         if dtype == .f16 || dtype == .bf16 || dtype == .i32 {
             // 16-bit values sit in the low bits of int32_data.
-            guard int32s.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(int32s.count) int32_data values for shape \(dims)") }
+            guard int32s.count == count else {
+                throw .malformed(
+                    path: path, offset: range.lowerBound,
+                    reason: "initializer '\(name)' holds \(int32s.count) int32_data values for shape \(dims)")
+            }
             let data: [UInt8] =
                 dtype == .i32
                 ? int32s.withUnsafeBytes { Array($0) }
@@ -156,9 +177,14 @@ public enum OnnxReader {
             return SourceTensor(name: name, dtype: dtype, shape: dims, storage: ByteStorage(copying: data), byteOffset: 0)
         }
         if dtype == .f64 {
-            guard doubles.count == count else { throw .malformed(path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(doubles.count) doubles for shape \(dims)") }
-            return SourceTensor(name: name, dtype: .f64, shape: dims, storage: ByteStorage(copying: doubles.withUnsafeBytes { Array($0) }), byteOffset: 0)
+            guard doubles.count == count else {
+                throw .malformed(
+                    path: path, offset: range.lowerBound, reason: "initializer '\(name)' holds \(doubles.count) doubles for shape \(dims)")
+            }
+            return SourceTensor(
+                name: name, dtype: .f64, shape: dims, storage: ByteStorage(copying: doubles.withUnsafeBytes { Array($0) }), byteOffset: 0)
         }
-        throw .unsupported(path: path, reason: "initializer '\(name)' stores its \(dtype.rawValue) values in a typed field this reader does not take")
+        throw .unsupported(
+            path: path, reason: "initializer '\(name)' stores its \(dtype.rawValue) values in a typed field this reader does not take")
     }
 }

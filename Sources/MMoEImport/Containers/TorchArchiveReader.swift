@@ -41,15 +41,24 @@ public enum TorchArchiveReader {
             let found = dict.keys.prefix(12).map { "'\(String($0.prefix(64)))'" }.joined(separator: ", ")
             throw .unsupported(
                 path: path,
-                reason: "no tensors at the top level nor under \((weightKeys + averagedKeys).joined(separator: "/")) (keys: \(found)); save model.state_dict()")
+                reason:
+                    "no tensors at the top level nor under \((weightKeys + averagedKeys).joined(separator: "/")) (keys: \(found)); save model.state_dict()"
+            )
         }
         let skipped = dict.keys.filter { $0 != key }
         notes.append(ImportNote(.inferred, "a training checkpoint: using the weights under '\(key)'"))
         if !skipped.isEmpty {
-            notes.append(ImportNote(.ignored, "training state: \(skipped.prefix(12).map { String($0.prefix(64)) }.joined(separator: ", "))\(skipped.count > 12 ? ", ..." : "")"))
+            notes.append(
+                ImportNote(
+                    .ignored,
+                    "training state: \(skipped.prefix(12).map { String($0.prefix(64)) }.joined(separator: ", "))\(skipped.count > 12 ? ", ..." : "")"
+                ))
         }
         if let other = averaged.first(where: { $0 != key }) {
-            notes.append(ImportNote(.ignored, "the averaged (EMA/SWA) weights under '\(other)' are not used; to convert them, torch.save that state_dict on its own"))
+            notes.append(
+                ImportNote(
+                    .ignored,
+                    "the averaged (EMA/SWA) weights under '\(other)' are not used; to convert them, torch.save that state_dict on its own"))
         }
         return weights
     }
@@ -72,19 +81,26 @@ public enum TorchArchiveReader {
         }
         // torch refuses an archive with two record prefixes; which one is "the" model would be a guess.
         guard pickles.count == 1 else {
-            throw .malformed(path: path, offset: nil, reason: "\(pickles.count) data.pkl members (\(pickles.prefix(3).map { "'\(String($0.name.prefix(64)))'" }.joined(separator: ", "))): a torch.save archive has one")
+            throw .malformed(
+                path: path, offset: nil,
+                reason:
+                    "\(pickles.count) data.pkl members (\(pickles.prefix(3).map { "'\(String($0.name.prefix(64)))'" }.joined(separator: ", "))): a torch.save archive has one"
+            )
         }
         let prefix = String(pickle.name.dropLast("data.pkl".count))
         if let order = zip.entry(prefix + "byteorder") {
             let text = String(decoding: try zip.data(order, limit: 64), as: UTF8.self)
-            guard text == "little" else { throw .unsupported(path: path, reason: "saved with byte order '\(text)'; only little-endian checkpoints are read") }
+            guard text == "little" else {
+                throw .unsupported(path: path, reason: "saved with byte order '\(text)'; only little-endian checkpoints are read")
+            }
         }
         var reader = TorchPickleReader(bytes: try zip.data(pickle, limit: maxPickleBytes), path: path + ":" + pickle.name)
         defer { reader.tearDown() }
         let root = try reader.run()
         var notes: [ImportNote] = []
         guard case .dict(var dict) = root else {
-            throw .unsupported(path: path, reason: "the archive does not hold a dict of tensors; save model.state_dict(), not the model object")
+            throw .unsupported(
+                path: path, reason: "the archive does not hold a dict of tensors; save model.state_dict(), not the model object")
         }
         dict = try trainingCheckpointWeights(dict, notes: &notes, path: path)
         var renamed: [String: String] = [:]
@@ -106,19 +122,29 @@ public enum TorchArchiveReader {
             }
             let itemSize = ref.storage.dtype.size
             guard entry.size == ref.storage.count * itemSize else {
-                throw .malformed(path: path, offset: entry.dataOffset, reason: "storage '\(member)' holds \(entry.size) bytes, its record says \(ref.storage.count) x \(itemSize)")
+                throw .malformed(
+                    path: path, offset: entry.dataOffset,
+                    reason: "storage '\(member)' holds \(entry.size) bytes, its record says \(ref.storage.count) x \(itemSize)")
             }
-            guard let count = Tensor.checkedElementCount(ref.shape) else { throw .malformed(path: path, offset: nil, reason: "tensor '\(name)' has an invalid size \(ref.shape)") }
+            guard let count = Tensor.checkedElementCount(ref.shape) else {
+                throw .malformed(path: path, offset: nil, reason: "tensor '\(name)' has an invalid size \(ref.shape)")
+            }
             // Highest element index touched, checked against the storage.
             var extent = ref.offset
             if count > 0 {
                 for (size, stride) in Swift.zip(ref.shape, ref.strides) {
                     let (product, overflow) = (size - 1).multipliedReportingOverflow(by: stride)
-                    guard !overflow, extent <= Int.max - product else { throw .malformed(path: path, offset: nil, reason: "tensor '\(name)' strides overflow") }
+                    guard !overflow, extent <= Int.max - product else {
+                        throw .malformed(path: path, offset: nil, reason: "tensor '\(name)' strides overflow")
+                    }
                     extent += product
                 }
                 guard extent < ref.storage.count else {
-                    throw .malformed(path: path, offset: entry.dataOffset, reason: "tensor '\(name)' (offset \(ref.offset), size \(ref.shape), stride \(ref.strides)) reads past its storage of \(ref.storage.count) elements")
+                    throw .malformed(
+                        path: path, offset: entry.dataOffset,
+                        reason:
+                            "tensor '\(name)' (offset \(ref.offset), size \(ref.shape), stride \(ref.strides)) reads past its storage of \(ref.storage.count) elements"
+                    )
                 }
             }
             let contiguous = isContiguous(shape: ref.shape, strides: ref.strides)
@@ -128,7 +154,10 @@ public enum TorchArchiveReader {
                     try zip.checkStored(entry)
                     checked.insert(member)
                 }
-                tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: zip.storage, byteOffset: entry.dataOffset + ref.offset * itemSize))
+                tensors.append(
+                    SourceTensor(
+                        name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: zip.storage,
+                        byteOffset: entry.dataOffset + ref.offset * itemSize))
                 continue
             }
             let bytes: ByteStorage
@@ -139,13 +168,17 @@ public enum TorchArchiveReader {
                 storages[member] = bytes
             }
             if contiguous {
-                tensors.append(SourceTensor(name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: bytes, byteOffset: ref.offset * itemSize))
+                tensors.append(
+                    SourceTensor(
+                        name: renamed[name] ?? name, dtype: ref.storage.dtype, shape: ref.shape, storage: bytes,
+                        byteOffset: ref.offset * itemSize))
             } else {
                 // A strided view is copied: many views of one storage must not exhaust memory.
                 if let reason = MemoryBudget.refusal(count * itemSize, for: "copying the strided tensor '\(String(name.prefix(64)))'") {
                     throw .memory(path: path, reason: reason)
                 }
-                tensors.append(gather(name: name, dtype: ref.storage.dtype, shape: ref.shape, strides: ref.strides, offset: ref.offset, from: bytes))
+                tensors.append(
+                    gather(name: name, dtype: ref.storage.dtype, shape: ref.shape, strides: ref.strides, offset: ref.offset, from: bytes))
             }
         }
         return (SourceCheckpoint(tensors: tensors, path: path), notes)
@@ -161,7 +194,9 @@ public enum TorchArchiveReader {
     }
 
     /// Copies a strided view into row-major order (indices already checked in range).
-    static func gather(name: String, dtype: SourceDType, shape: [Int], strides: [Int], offset: Int, from storage: ByteStorage) -> SourceTensor {
+    static func gather(name: String, dtype: SourceDType, shape: [Int], strides: [Int], offset: Int, from storage: ByteStorage)
+        -> SourceTensor
+    {
         let output = copyStrided(storage.bytes, shape: shape, strides: strides, offset: offset, itemSize: dtype.size)
         return SourceTensor(name: name, dtype: dtype, shape: shape, storage: ByteStorage(copying: output), byteOffset: 0)
     }

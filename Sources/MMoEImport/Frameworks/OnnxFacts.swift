@@ -40,7 +40,9 @@ struct OnnxFacts: Sendable {
         let activationNames = ["Relu": "relu", "Sigmoid": "sigmoid", "LeakyRelu": "leakyrelu", "Tanh": "tanh"]
         for index in walked {
             let node = graph.nodes[index]
-            if let name = activationNames[node.op], !node.scope.isEmpty, facts.activations[node.scope] == nil { facts.activations[node.scope] = name }
+            if let name = activationNames[node.op], !node.scope.isEmpty, facts.activations[node.scope] == nil {
+                facts.activations[node.scope] = name
+            }
             if node.op == "PRelu", node.inputs.count == 2 { facts.preluSlopes.insert(node.inputs[1]) }
         }
 
@@ -87,17 +89,23 @@ struct OnnxFacts: Sendable {
 
     /// The embedding table a lookup of `ids` reads, the lookup's output, and the padding id a
     /// mask compares the ids with.
-    static func lookup(_ ids: String, graph: OnnxGraph, consumers: [String: [Int]], aliases: (String) -> [String]) -> (table: String, output: String?, padding: Int?)? {
+    static func lookup(_ ids: String, graph: OnnxGraph, consumers: [String: [Int]], aliases: (String) -> [String]) -> (
+        table: String, output: String?, padding: Int?
+    )? {
         var table: String?
         var gatherOutput: String?
         var padding: Int?
         for value in aliases(ids) {
             for index in consumers[value] ?? [] {
                 let node = graph.nodes[index]
-                if node.op == "Gather", node.inputs.count == 2, node.inputs[1] == value, let data = graph.constants[node.inputs[0]], data.shape.count == 2, data.dtype.isFloat {
+                if node.op == "Gather", node.inputs.count == 2, node.inputs[1] == value, let data = graph.constants[node.inputs[0]],
+                    data.shape.count == 2, data.dtype.isFloat
+                {
                     table = table ?? data.name
                     gatherOutput = gatherOutput ?? node.outputs.first
-                } else if node.op == "Equal", let other = node.inputs.first(where: { $0 != value }), let constant = graph.constants[other], constant.count == 1 {
+                } else if node.op == "Equal", let other = node.inputs.first(where: { $0 != value }), let constant = graph.constants[other],
+                    constant.count == 1
+                {
                     padding = Int(exactly: constant.value(0))
                 }
             }
@@ -117,7 +125,8 @@ struct OnnxFacts: Sendable {
         var columns = Set<Int>()
         for index in consumers[input] ?? [] {
             let node = graph.nodes[index]
-            guard node.op == "Slice", node.inputs.count >= 4, node.inputs[0] == input, let start = scalar(node.inputs[1]), let end = scalar(node.inputs[2]),
+            guard node.op == "Slice", node.inputs.count >= 4, node.inputs[0] == input, let start = scalar(node.inputs[1]),
+                let end = scalar(node.inputs[2]),
                 let axis = scalar(node.inputs[3]), axis == 1 || axis == -1, node.inputs.count < 5 || scalar(node.inputs[4]) == 1,
                 start >= 0, end > start, end - start <= 1 << 20, let output = node.outputs.first
             else { return nil }
@@ -127,8 +136,10 @@ struct OnnxFacts: Sendable {
                     features.append(Feature(name: "", kind: "sparse", table: table, column: start))
                 } else {
                     features.append(
-                        Feature(name: "", kind: "sequence", table: table, maxLength: end - start, pooling: pooling(after: gathered, graph: graph, consumers: consumers),
-                                paddingID: padding, column: start))
+                        Feature(
+                            name: "", kind: "sequence", table: table, maxLength: end - start,
+                            pooling: pooling(after: gathered, graph: graph, consumers: consumers),
+                            paddingID: padding, column: start))
                 }
             } else {
                 features.append(Feature(name: "", kind: "dense", width: end - start, column: start))
@@ -152,12 +163,15 @@ struct OnnxFacts: Sendable {
                 }
                 continue
             }
-            guard type.isInteger, let (table, gathered, padding) = lookup(input, graph: graph, consumers: consumers, aliases: aliases) else { return nil }
+            guard type.isInteger, let (table, gathered, padding) = lookup(input, graph: graph, consumers: consumers, aliases: aliases)
+            else { return nil }
             if type.dims.count == 1 {
                 features.append(Feature(name: input, kind: "sparse", table: table))
             } else {
                 features.append(
-                    Feature(name: input, kind: "sequence", table: table, maxLength: type.dims[1], pooling: pooling(after: gathered, graph: graph, consumers: consumers), paddingID: padding))
+                    Feature(
+                        name: input, kind: "sequence", table: table, maxLength: type.dims[1],
+                        pooling: pooling(after: gathered, graph: graph, consumers: consumers), paddingID: padding))
             }
         }
         return concatOrder(features, graph: graph, consumers: consumers)
@@ -179,7 +193,8 @@ struct OnnxFacts: Sendable {
                     for index in consumers[value] ?? [] {
                         steps += 1
                         let node = graph.nodes[index]
-                        let isLayer = (node.op == "Gemm" || node.op == "MatMul") && node.inputs.dropFirst().contains { graph.constants[$0] != nil }
+                        let isLayer =
+                            (node.op == "Gemm" || node.op == "MatMul") && node.inputs.dropFirst().contains { graph.constants[$0] != nil }
                         if isLayer || node.op == "Softmax" { continue }
                         if node.op == "Concat", result[index] == nil, let slot = node.inputs.firstIndex(of: value) { result[index] = slot }
                         for output in node.outputs where seen.insert(output).inserted { next.append(output) }
@@ -219,7 +234,8 @@ struct OnnxFacts: Sendable {
             for value in frontier where seen.insert(value).inserted {
                 for index in consumers[value] ?? [] {
                     let node = graph.nodes[index]
-                    let isLayer = (node.op == "Gemm" || node.op == "MatMul") && node.inputs.dropFirst().contains { graph.constants[$0] != nil }
+                    let isLayer =
+                        (node.op == "Gemm" || node.op == "MatMul") && node.inputs.dropFirst().contains { graph.constants[$0] != nil }
                     if isLayer || node.op == "Concat" || node.op == "Gather" { continue }
                     ops.insert(node.op)
                     next += node.outputs

@@ -16,7 +16,9 @@ public enum KerasH5Reader {
         case "dense": return count == 1 ? ["kernel"] : count == 2 ? ["kernel", "bias"] : nil
         case "embedding": return count == 1 ? ["embeddings"] : nil
         case "prediction_layer": return count == 1 ? ["global_bias"] : nil
-        case "batch_normalization": return count == 4 ? ["gamma", "beta", "moving_mean", "moving_variance"] : count == 2 ? ["moving_mean", "moving_variance"] : nil
+        case "batch_normalization":
+            return count == 4
+                ? ["gamma", "beta", "moving_mean", "moving_variance"] : count == 2 ? ["moving_mean", "moving_variance"] : nil
         case "p_re_lu": return count == 1 ? ["alpha"] : nil
         case "dice": return count == 1 ? ["dice_alpha"] : nil
         default: return nil
@@ -58,11 +60,15 @@ public enum KerasH5Reader {
             } else {
                 // `layers/<owner>/<list>/<component>[/<inner>]`: named under the owning layer.
                 guard components.count >= 4, components.count <= 5 else {
-                    throw ImportError.unsupported(path: path, reason: "Keras 3 variables at '\(group)' (\(layer)) are nested deeper than a layer's list of sub-layers")
+                    throw ImportError.unsupported(
+                        path: path, reason: "Keras 3 variables at '\(group)' (\(layer)) are nested deeper than a layer's list of sub-layers"
+                    )
                 }
                 let ownerVars = "/" + components[0...1].joined(separator: "/") + "/vars"
                 guard file.exists(ownerVars), let owner = try file.stringAttribute(ownerVars, "name") else {
-                    throw ImportError.malformed(path: path, offset: nil, reason: "sub-layer '\(group)' (\(layer)) has no owning layer with variables at '\(ownerVars)'")
+                    throw ImportError.malformed(
+                        path: path, offset: nil,
+                        reason: "sub-layer '\(group)' (\(layer)) has no owning layer with variables at '\(ownerVars)'")
                 }
                 if components.count == 4 {
                     prefix = "\(owner)/\(components[3])"
@@ -114,7 +120,8 @@ public enum KerasH5Reader {
         }
         let limit = info.storageSize.multipliedReportingOverflow(by: HDF5Codec.maxExpansion).partialValue + (1 << 20)
         guard count <= limit / 4 else {
-            throw ImportError.limitExceeded(path: path, what: "'\(dataset)' of \(count) values from \(info.storageSize) stored bytes", limit: limit)
+            throw ImportError.limitExceeded(
+                path: path, what: "'\(dataset)' of \(count) values from \(info.storageSize) stored bytes", limit: limit)
         }
         let bytes = try file.read(dataset, as: .f32, maxBytes: count * 4)
         return SourceTensor(name: name, dtype: .f32, shape: info.shape, storage: ByteStorage(copying: bytes), byteOffset: 0)
@@ -125,7 +132,8 @@ public enum KerasH5Reader {
         let layer = name.prefix { $0 != "/" }
         let digits = layer.reversed().prefix { $0.isNumber }
         guard !digits.isEmpty, layer.dropLast(digits.count).hasSuffix("_") else { return name }
-        return String(layer.dropLast(digits.count)) + String(repeating: "0", count: max(0, 8 - digits.count)) + String(digits.reversed()) + name.dropFirst(layer.count)
+        return String(layer.dropLast(digits.count)) + String(repeating: "0", count: max(0, 8 - digits.count)) + String(digits.reversed())
+            + name.dropFirst(layer.count)
     }
 
     /// Largest `model.weights.h5` expanded from a `.keras` archive.
@@ -164,14 +172,19 @@ public enum KerasH5Reader {
             }
             var tensors: [SourceTensor] = []
             for layer in layers {
-                guard !layer.isEmpty, !layer.contains("\0") else { throw ImportError.malformed(path: path, offset: nil, reason: "an empty layer name") }
+                guard !layer.isEmpty, !layer.contains("\0") else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "an empty layer name")
+                }
                 let group = root + layer
-                guard file.exists(group) else { throw ImportError.malformed(path: path, offset: nil, reason: "layer '\(layer)' is listed but has no group") }
+                guard file.exists(group) else {
+                    throw ImportError.malformed(path: path, offset: nil, reason: "layer '\(layer)' is listed but has no group")
+                }
                 let weights = try file.stringArrayAttribute(group, "weight_names") ?? []
                 for weight in weights {
                     let dataset = group + "/" + weight
                     guard file.exists(dataset) else {
-                        throw ImportError.malformed(path: path, offset: nil, reason: "layer '\(layer)' lists weight '\(weight)' but the dataset is missing")
+                        throw ImportError.malformed(
+                            path: path, offset: nil, reason: "layer '\(layer)' lists weight '\(weight)' but the dataset is missing")
                     }
                     var name = weight.hasSuffix(":0") ? String(weight.dropLast(2)) : weight
                     if !name.hasPrefix(layer + "/") { name = layer + "/" + name }
@@ -180,7 +193,9 @@ public enum KerasH5Reader {
             }
             var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "keras2")
             // `model.save('x.h5')` describes the model in a JSON attribute (read as data only).
-            if root == "/model_weights/", let config = try file.stringAttribute("/", "model_config") { checkpoint.kerasConfig = Array(config.utf8) }
+            if root == "/model_weights/", let config = try file.stringAttribute("/", "model_config") {
+                checkpoint.kerasConfig = Array(config.utf8)
+            }
             return checkpoint
         } catch let error as ImportError {
             throw error

@@ -111,7 +111,9 @@ struct TorchPickleReader {
     }
 
     mutating func push(_ value: PickleValue) throws(ImportError) {
-        guard stack.count < TorchPickleReader.maxStack else { throw .limitExceeded(path: path, what: "pickle stack depth", limit: TorchPickleReader.maxStack) }
+        guard stack.count < TorchPickleReader.maxStack else {
+            throw .limitExceeded(path: path, what: "pickle stack depth", limit: TorchPickleReader.maxStack)
+        }
         stack.append(value)
     }
 
@@ -175,11 +177,14 @@ struct TorchPickleReader {
             containers.append(dict)
             return .dict(dict)
         case "torch._utils._rebuild_tensor_v2":
-            guard arguments.count >= 4, case .storage(let storage) = arguments[0] else { throw fail("_rebuild_tensor_v2 needs (storage, offset, size, stride, ...)") }
+            guard arguments.count >= 4, case .storage(let storage) = arguments[0] else {
+                throw fail("_rebuild_tensor_v2 needs (storage, offset, size, stride, ...)")
+            }
             let shape = try ints(arguments[2], "tensor size")
             let strides = try ints(arguments[3], "tensor stride")
             guard shape.count == strides.count else { throw fail("tensor size and stride differ in rank") }
-            return .tensor(TorchTensorRef(storage: storage, offset: try int(arguments[1], "storage offset"), shape: shape, strides: strides))
+            return .tensor(
+                TorchTensorRef(storage: storage, offset: try int(arguments[1], "storage offset"), shape: shape, strides: strides))
         case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
             guard let first = arguments.first, case .tensor = first else { throw fail("\(name) needs a tensor") }
             return first
@@ -199,7 +204,9 @@ struct TorchPickleReader {
                 return try pop()
             case 0x28:  // MARK
                 marks.append(stack.count)
-                guard marks.count <= TorchPickleReader.maxStack else { throw .limitExceeded(path: path, what: "pickle marks", limit: TorchPickleReader.maxStack) }
+                guard marks.count <= TorchPickleReader.maxStack else {
+                    throw .limitExceeded(path: path, what: "pickle marks", limit: TorchPickleReader.maxStack)
+                }
             case 0x4E: try push(.none)
             case 0x88: try push(.bool(true))
             case 0x89: try push(.bool(false))
@@ -275,7 +282,9 @@ struct TorchPickleReader {
             case 0x93:  // STACK_GLOBAL
                 let nameValue = try pop()
                 let moduleValue = try pop()
-                guard case .string(let name) = nameValue, case .string(let module) = moduleValue else { throw fail("STACK_GLOBAL needs two strings") }
+                guard case .string(let name) = nameValue, case .string(let module) = moduleValue else {
+                    throw fail("STACK_GLOBAL needs two strings")
+                }
                 try push(try global(module, name))
             case 0x52:  // REDUCE
                 let arguments = try pop()
@@ -286,7 +295,9 @@ struct TorchPickleReader {
             case 0x81:  // NEWOBJ
                 let arguments = try pop()
                 let cls = try pop()
-                guard case .global(let name) = cls, case .tuple(let items, _) = arguments else { throw fail("NEWOBJ on something that is not an allowed global") }
+                guard case .global(let name) = cls, case .tuple(let items, _) = arguments else {
+                    throw fail("NEWOBJ on something that is not an allowed global")
+                }
                 try push(try call(name, items))
             case 0x62:  // BUILD: state for OrderedDict (_metadata) or parameters; ignored.
                 _ = try pop()
@@ -295,7 +306,8 @@ struct TorchPickleReader {
                 let pid = try pop()
                 try push(try persistentLoad(pid))
             default:
-                throw .unsupported(path: path, reason: "pickle opcode 0x\(String(op, radix: 16)) at offset \(position - 1) is not allowed in a state_dict")
+                throw .unsupported(
+                    path: path, reason: "pickle opcode 0x\(String(op, radix: 16)) at offset \(position - 1) is not allowed in a state_dict")
             }
         }
     }

@@ -80,7 +80,13 @@ struct OnnxGraph {
                 var version: Int?
                 while !entry.atEnd {
                     let part = try entry.field()
-                    if part.number == 1, let r = part.range { domain = entry.string(r) } else if part.number == 2, part.wire == 0 { version = try entry.int("opset version") } else { try entry.skip(wire: part.wire) }
+                    if part.number == 1, let r = part.range {
+                        domain = entry.string(r)
+                    } else if part.number == 2, part.wire == 0 {
+                        version = try entry.int("opset version")
+                    } else {
+                        try entry.skip(wire: part.wire)
+                    }
                 }
                 if domain.isEmpty || domain == "ai.onnx" { result.opset = version }
             default:
@@ -100,10 +106,14 @@ struct OnnxGraph {
                 guard result.nodes.count < maxEntries else { throw .limitExceeded(path: path, what: "ONNX nodes", limit: maxEntries) }
                 result.nodes.append(try node(bytes, range: range, path: path))
             case (5, let range?):
-                guard initializerRanges.count < maxEntries else { throw .limitExceeded(path: path, what: "ONNX initializers", limit: maxEntries) }
+                guard initializerRanges.count < maxEntries else {
+                    throw .limitExceeded(path: path, what: "ONNX initializers", limit: maxEntries)
+                }
                 initializerRanges.append(range)
             case (11, let range?):
-                guard declaredInputs.count < maxEntries else { throw .limitExceeded(path: path, what: "ONNX graph inputs", limit: maxEntries) }
+                guard declaredInputs.count < maxEntries else {
+                    throw .limitExceeded(path: path, what: "ONNX graph inputs", limit: maxEntries)
+                }
                 let (name, type) = try valueInfo(bytes, range: range, path: path)
                 declaredInputs.append(name)
                 result.inputTypes[name] = type
@@ -128,7 +138,8 @@ struct OnnxGraph {
             guard result.constants[output] == nil else {
                 throw .malformed(path: path, offset: nil, reason: "constant node '\(node.name)' redefines '\(output)'")
             }
-            result.constants[output] = SourceTensor(name: output, dtype: value.dtype, shape: value.shape, storage: value.storage, byteOffset: value.byteOffset)
+            result.constants[output] = SourceTensor(
+                name: output, dtype: value.dtype, shape: value.shape, storage: value.storage, byteOffset: value.byteOffset)
         }
         // Before IR version 4 initializers were listed among the inputs as well.
         result.inputs = declaredInputs.filter { result.constants[$0] == nil }
@@ -157,7 +168,9 @@ struct OnnxGraph {
                 var typeReader = ProtoReader(bytes, path: path, range: r)
                 while !typeReader.atEnd {
                     let typeField = try typeReader.field()
-                    guard typeField.number == 1, let tensorRange = typeField.range else { try typeReader.skip(wire: typeField.wire); continue }
+                    guard typeField.number == 1, let tensorRange = typeField.range else {
+                        try typeReader.skip(wire: typeField.wire); continue
+                    }
                     var tensor = ProtoReader(bytes, path: path, range: tensorRange)
                     while !tensor.atEnd {
                         let part = try tensor.field()
@@ -167,7 +180,9 @@ struct OnnxGraph {
                             var shape = ProtoReader(bytes, path: path, range: shapeRange)
                             while !shape.atEnd {
                                 let dimField = try shape.field()
-                                guard dimField.number == 1, let dimRange = dimField.range else { try shape.skip(wire: dimField.wire); continue }
+                                guard dimField.number == 1, let dimRange = dimField.range else {
+                                    try shape.skip(wire: dimField.wire); continue
+                                }
                                 guard type.dims.count < 16 else { throw shape.fail("input '\(name)' has too many dimensions") }
                                 var dim = ProtoReader(bytes, path: path, range: dimRange)
                                 var value: Int?
@@ -227,7 +242,13 @@ struct OnnxGraph {
         var value = ""
         while !entry.atEnd {
             let part = try entry.field()
-            if part.number == 1, let p = part.range { key = entry.string(p) } else if part.number == 2, let p = part.range { value = entry.string(p) } else { try entry.skip(wire: part.wire) }
+            if part.number == 1, let p = part.range {
+                key = entry.string(p)
+            } else if part.number == 2, let p = part.range {
+                value = entry.string(p)
+            } else {
+                try entry.skip(wire: part.wire)
+            }
         }
         return (key, value)
     }

@@ -192,7 +192,9 @@ struct ConversionSpec {
         } catch {
             throw .malformed(path: path, offset: nil, reason: "the conversion spec is not valid JSON (\(error.localizedDescription))")
         }
-        guard let values = object as? [String: Any] else { throw .malformed(path: path, offset: nil, reason: "the conversion spec must be a JSON object") }
+        guard let values = object as? [String: Any] else {
+            throw .malformed(path: path, offset: nil, reason: "the conversion spec must be a JSON object")
+        }
         try self.init(values: values, file: path)
     }
 
@@ -232,15 +234,20 @@ extension ConversionSpec {
             let child = path.isEmpty ? key : "\(path).\(key)"
             guard asked.contains(key) else {
                 var reason = "unknown key '\(child)': the \(path.isEmpty ? "conversion spec" : "object at '\(path)'") has no such setting"
-                if let near = nearest(key, in: asked) { reason += "; did you mean '\(near)'?" }
-                else if !asked.isEmpty { reason += " (read here: \(asked.sorted().joined(separator: ", ")))" }
+                if let near = nearest(key, in: asked) {
+                    reason += "; did you mean '\(near)'?"
+                } else if !asked.isEmpty {
+                    reason += " (read here: \(asked.sorted().joined(separator: ", ")))"
+                }
                 throw .malformed(path: file, offset: nil, reason: reason)
             }
             if let object = values[key] as? [String: Any] {
                 try check(values: object, path: child, ledger: ledger, file: file)
             } else if let array = values[key] as? [Any] {
                 for (index, item) in array.enumerated() {
-                    if let object = item as? [String: Any] { try check(values: object, path: "\(child)[\(index)]", ledger: ledger, file: file) }
+                    if let object = item as? [String: Any] {
+                        try check(values: object, path: "\(child)[\(index)]", ledger: ledger, file: file)
+                    }
                 }
             }
         }

@@ -111,7 +111,8 @@ public enum TFCheckpointReader {
             let slash = prefix.lastIndex(of: "/")
             let folder = slash.map { String(prefix[..<$0]) } ?? ""
             let base = slash.map { String(prefix[prefix.index(after: $0)...]) } ?? prefix
-            data = try FileIO.mapBeneath(folder: folder.isEmpty && prefix.hasPrefix("/") ? "/" : folder, relative: base + ".data-00000-of-00001")
+            data = try FileIO.mapBeneath(
+                folder: folder.isEmpty && prefix.hasPrefix("/") ? "/" : folder, relative: base + ".data-00000-of-00001")
         } catch {
             throw .io(error)
         }
@@ -146,7 +147,11 @@ public enum TFCheckpointReader {
                         var dimReader = ProtoReader(index.bytes, path: indexPath, range: dimRange)
                         while !dimReader.atEnd {
                             let sizeField = try dimReader.field()
-                            if sizeField.number == 1, sizeField.wire == 0 { result.shape.append(try dimReader.int("dimension")) } else { try dimReader.skip(wire: sizeField.wire) }
+                            if sizeField.number == 1, sizeField.wire == 0 {
+                                result.shape.append(try dimReader.int("dimension"))
+                            } else {
+                                try dimReader.skip(wire: sizeField.wire)
+                            }
                         }
                         guard result.shape.count <= 32 else { throw reader.fail("tensor '\(key)' has too many dimensions") }
                     }
@@ -159,16 +164,21 @@ public enum TFCheckpointReader {
                 }
             }
             guard result.offset <= data.bytes.count, result.size <= data.bytes.count - result.offset else {
-                throw .malformed(path: prefix + ".data-00000-of-00001", offset: result.offset, reason: "tensor '\(key)' (\(result.size) bytes) lies outside the data file")
+                throw .malformed(
+                    path: prefix + ".data-00000-of-00001", offset: result.offset,
+                    reason: "tensor '\(key)' (\(result.size) bytes) lies outside the data file")
             }
             return result
         }
 
         // The object graph: checkpoint key -> Keras variable name.
         guard let graphEntry = try entry("_CHECKPOINTABLE_OBJECT_GRAPH"), graphEntry.dtype == 7 else {
-            throw .malformed(path: indexPath, offset: nil, reason: "no object graph: not a TF2 object-based checkpoint (TF1 name-based checkpoints are not read)")
+            throw .malformed(
+                path: indexPath, offset: nil,
+                reason: "no object graph: not a TF2 object-based checkpoint (TF1 name-based checkpoints are not read)")
         }
-        var graph = ProtoReader(data.bytes, path: prefix + ".data-00000-of-00001", range: graphEntry.offset..<(graphEntry.offset + graphEntry.size))
+        var graph = ProtoReader(
+            data.bytes, path: prefix + ".data-00000-of-00001", range: graphEntry.offset..<(graphEntry.offset + graphEntry.size))
         let length = try graph.int("object graph length")
         _ = try graph.fixed32()
         guard length <= graph.end - graph.position else { throw graph.fail("object graph of \(length) bytes runs past its tensor") }
@@ -189,7 +199,13 @@ public enum TFCheckpointReader {
                 var key = ""
                 while !attribute.atEnd {
                     let part = try attribute.field()
-                    if part.number == 2, let r = part.range { fullName = attribute.string(r) } else if part.number == 3, let r = part.range { key = attribute.string(r) } else { try attribute.skip(wire: part.wire) }
+                    if part.number == 2, let r = part.range {
+                        fullName = attribute.string(r)
+                    } else if part.number == 3, let r = part.range {
+                        key = attribute.string(r)
+                    } else {
+                        try attribute.skip(wire: part.wire)
+                    }
                 }
                 guard key.hasSuffix("/.ATTRIBUTES/VARIABLE_VALUE"), !fullName.isEmpty else { continue }
                 if isTrainingState(key) {
@@ -199,15 +215,20 @@ public enum TFCheckpointReader {
                 if key.contains("/_operations/") { writtenByKeras3 = true }
                 names.append((key, fullName))
             }
-            guard names.count <= ZipArchive.maxEntries else { throw .limitExceeded(path: graph.path, what: "variables", limit: ZipArchive.maxEntries) }
+            guard names.count <= ZipArchive.maxEntries else {
+                throw .limitExceeded(path: graph.path, what: "variables", limit: ZipArchive.maxEntries)
+            }
         }
 
         var tensors: [SourceTensor] = []
         for (key, name) in names {
             guard let item = try entry(key) else {
-                throw .malformed(path: indexPath, offset: nil, reason: "the object graph names '\(key)' (\(name)) but the index has no such tensor")
+                throw .malformed(
+                    path: indexPath, offset: nil, reason: "the object graph names '\(key)' (\(name)) but the index has no such tensor")
             }
-            guard !item.sliced, item.shard == 0 else { throw .unsupported(path: indexPath, reason: "tensor '\(name)' is sliced or in another shard") }
+            guard !item.sliced, item.shard == 0 else {
+                throw .unsupported(path: indexPath, reason: "tensor '\(name)' is sliced or in another shard")
+            }
             let dtype: SourceDType
             switch item.dtype {
             case 1: dtype = .f32
@@ -220,17 +241,24 @@ public enum TFCheckpointReader {
             }
             guard let count = Tensor.checkedElementCount(item.shape), count.multipliedReportingOverflow(by: dtype.size).overflow == false,
                 count * dtype.size == item.size
-            else { throw .malformed(path: indexPath, offset: nil, reason: "tensor '\(name)' holds \(item.size) bytes, shape \(item.shape) needs a different size") }
+            else {
+                throw .malformed(
+                    path: indexPath, offset: nil,
+                    reason: "tensor '\(name)' holds \(item.size) bytes, shape \(item.shape) needs a different size")
+            }
             let bytes = UnsafeRawBufferPointer(rebasing: data.bytes[item.offset..<(item.offset + item.size)])
             guard masked(FastCRC32C.checksum(bytes)) == item.crc else {
-                throw .malformed(path: prefix + ".data-00000-of-00001", offset: item.offset, reason: "tensor '\(name)' fails its CRC-32C check")
+                throw .malformed(
+                    path: prefix + ".data-00000-of-00001", offset: item.offset, reason: "tensor '\(name)' fails its CRC-32C check")
             }
             tensors.append(SourceTensor(name: name, dtype: dtype, shape: item.shape, storage: data, byteOffset: item.offset))
         }
         guard !tensors.isEmpty else {
             throw .mismatch(
                 path: indexPath,
-                reason: "the checkpoint holds no model weights, only training state (\(trainingState) optimizer variables and counters)\(writtenByKeras3 || trainingState > 0 ? "; Keras 3 does not write a model's weights into a tf.train.Checkpoint: convert the .weights.h5 or .keras file" : "")")
+                reason:
+                    "the checkpoint holds no model weights, only training state (\(trainingState) optimizer variables and counters)\(writtenByKeras3 || trainingState > 0 ? "; Keras 3 does not write a model's weights into a tf.train.Checkpoint: convert the .weights.h5 or .keras file" : "")"
+            )
         }
         var checkpoint = SourceCheckpoint(
             tensors: tensors.sorted { KerasH5Reader.layerOrder($0.name) < KerasH5Reader.layerOrder($1.name) }, path: indexPath,
@@ -252,7 +280,9 @@ public enum TFCheckpointReader {
         guard bytes.count >= 48 else { throw .malformed(path: path, offset: 0, reason: "too small for a table footer") }
         let footer = bytes.count - 48
         let stored = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[bytes.count - 8 + $1]) << (8 * UInt64($1)) }
-        guard stored == magic else { throw .malformed(path: path, offset: bytes.count - 8, reason: "bad table magic: not a TensorFlow checkpoint index") }
+        guard stored == magic else {
+            throw .malformed(path: path, offset: bytes.count - 8, reason: "bad table magic: not a TensorFlow checkpoint index")
+        }
         var reader = ProtoReader(bytes, path: path, range: footer..<(bytes.count - 8))
         _ = try reader.int("metaindex offset")
         _ = try reader.int("metaindex size")
@@ -267,7 +297,9 @@ public enum TFCheckpointReader {
             let dataBlock = try block(bytes, offset: offset, size: size, path: path)
             for (key, value) in try entries(bytes, block: dataBlock, path: path) {
                 result[key] = value
-                guard result.count <= ZipArchive.maxEntries else { throw .limitExceeded(path: path, what: "index entries", limit: ZipArchive.maxEntries) }
+                guard result.count <= ZipArchive.maxEntries else {
+                    throw .limitExceeded(path: path, what: "index entries", limit: ZipArchive.maxEntries)
+                }
             }
         }
         return result
@@ -290,7 +322,9 @@ public enum TFCheckpointReader {
     /// The key/value entries of a block (prefix-compressed keys, restart array at the end).
     static func entries(_ bytes: UnsafeRawBufferPointer, block: Range<Int>, path: String) throws(ImportError) -> [(String, Range<Int>)] {
         let restarts = Int((0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[block.upperBound - 4 + $1]) << (8 * UInt32($1)) })
-        guard restarts <= (block.count - 4) / 4 else { throw .malformed(path: path, offset: block.lowerBound, reason: "block restart count \(restarts) does not fit") }
+        guard restarts <= (block.count - 4) / 4 else {
+            throw .malformed(path: path, offset: block.lowerBound, reason: "block restart count \(restarts) does not fit")
+        }
         let limit = block.upperBound - 4 - 4 * restarts
         var reader = ProtoReader(bytes, path: path, range: block.lowerBound..<limit)
         var key: [UInt8] = []

@@ -38,7 +38,9 @@ enum NativeMappingImporter {
     static func rules(_ conversion: ConversionSpec) throws(ImportError) -> [Rule] {
         var rules: [Rule] = []
         for (index, rule) in (try conversion.root.objects("mapping") ?? []).enumerated() {
-            guard let from = try rule.string("from"), let to = try rule.string("to") else { throw rule.fail("from", "each rule needs from and to") }
+            guard let from = try rule.string("from"), let to = try rule.string("to") else {
+                throw rule.fail("from", "each rule needs from and to")
+            }
             guard let regex = try? NSRegularExpression(pattern: from) else { throw rule.fail("from", "is not a valid regular expression") }
             var squeeze: [Int]?
             if rule.has("squeeze") {
@@ -74,15 +76,25 @@ enum NativeMappingImporter {
             view = View(shape: keep.map { view.shape[$0] }, strides: keep.map { view.strides[$0] }, offset: 0)
         }
         if let permute = rule.permute {
-            guard permute.sorted() == Array(view.shape.indices) else { throw fail("permute \(permute) is not an order of the \(view.shape.count) axes") }
+            guard permute.sorted() == Array(view.shape.indices) else {
+                throw fail("permute \(permute) is not an order of the \(view.shape.count) axes")
+            }
             view = View(shape: permute.map { view.shape[$0] }, strides: permute.map { view.strides[$0] }, offset: 0)
         }
         var result: [(Int?, View)] = []
         if let axis = rule.splitAxis {
-            guard view.shape.indices.contains(axis), view.shape.count >= 2 else { throw fail("split_axis \(axis) is not an axis of a tensor of rank >= 2") }
+            guard view.shape.indices.contains(axis), view.shape.count >= 2 else {
+                throw fail("split_axis \(axis) is not an axis of a tensor of rank >= 2")
+            }
             let keep = view.shape.indices.filter { $0 != axis }
             for i in 0..<view.shape[axis] {
-                result.append((i, View(shape: keep.map { view.shape[$0] }, strides: keep.map { view.strides[$0] }, offset: view.offset + i * view.strides[axis])))
+                result.append(
+                    (
+                        i,
+                        View(
+                            shape: keep.map { view.shape[$0] }, strides: keep.map { view.strides[$0] },
+                            offset: view.offset + i * view.strides[axis])
+                    ))
             }
         } else {
             result = [(nil, view)]
@@ -91,7 +103,8 @@ enum NativeMappingImporter {
             for index in result.indices {
                 let piece = result[index].1
                 guard piece.shape.count == 2 else { throw fail("transpose needs 2-D pieces, got \(piece.shape)") }
-                result[index].1 = View(shape: [piece.shape[1], piece.shape[0]], strides: [piece.strides[1], piece.strides[0]], offset: piece.offset)
+                result[index].1 = View(
+                    shape: [piece.shape[1], piece.shape[0]], strides: [piece.strides[1], piece.strides[0]], offset: piece.offset)
             }
         }
         return result
@@ -100,11 +113,14 @@ enum NativeMappingImporter {
     /// The tensor a view describes: the source itself when nothing moved, else a row-major copy.
     static func materialize(_ view: View, of tensor: Tensor, path: String) throws(ImportError) -> Tensor {
         var contiguous = [Int](repeating: 1, count: view.shape.count)
-        for axis in stride(from: view.shape.count - 2, through: 0, by: -1) { contiguous[axis] = contiguous[axis + 1] * view.shape[axis + 1] }
+        for axis in stride(from: view.shape.count - 2, through: 0, by: -1) {
+            contiguous[axis] = contiguous[axis + 1] * view.shape[axis + 1]
+        }
         let width = tensor.dtype.byteWidth
         do throws(ModelError) {
             if view.strides == contiguous || view.shape.reduce(1, *) <= 1 {
-                return try Tensor(dtype: tensor.dtype, shape: view.shape, storage: tensor.storage, byteOffset: tensor.byteOffset + view.offset * width)
+                return try Tensor(
+                    dtype: tensor.dtype, shape: view.shape, storage: tensor.storage, byteOffset: tensor.byteOffset + view.offset * width)
             }
             let bytes = copyStrided(tensor.rawBytes, shape: view.shape, strides: view.strides, offset: view.offset, itemSize: width)
             return try Tensor(dtype: tensor.dtype, shape: view.shape, bytes: bytes)
@@ -131,7 +147,9 @@ enum NativeMappingImporter {
         let rules = try rules(conversion)
         var ignore: [NSRegularExpression] = []
         for pattern in try conversion.root.strings("ignore") ?? [] {
-            guard let regex = try? NSRegularExpression(pattern: pattern) else { throw conversion.root.fail("ignore", "'\(pattern)' is not a valid regular expression") }
+            guard let regex = try? NSRegularExpression(pattern: pattern) else {
+                throw conversion.root.fail("ignore", "'\(pattern)' is not a valid regular expression")
+            }
             ignore.append(regex)
         }
         var required: [String: [Int]] = [:]
@@ -162,12 +180,20 @@ enum NativeMappingImporter {
                 if let shape = required[name], shape != view.shape {
                     throw .mismatch(
                         path: path,
-                        reason: "\(rule.label) on '\(key)' \(tensor.shape) gives '\(name)' of shape \(view.shape), the spec needs \(shape) (check split_axis, permute and transpose)")
+                        reason:
+                            "\(rule.label) on '\(key)' \(tensor.shape) gives '\(name)' of shape \(view.shape), the spec needs \(shape) (check split_axis, permute and transpose)"
+                    )
                 }
                 try builder.put(try materialize(view, of: tensor, path: path), name)
             }
         }
-        if !ignored.isEmpty { notes.append(ImportNote(.ignored, "\(ignored.count) keys matched 'ignore': \(ignored.prefix(5).joined(separator: ", "))\(ignored.count > 5 ? ", ..." : "")")) }
+        if !ignored.isEmpty {
+            notes.append(
+                ImportNote(
+                    .ignored,
+                    "\(ignored.count) keys matched 'ignore': \(ignored.prefix(5).joined(separator: ", "))\(ignored.count > 5 ? ", ..." : "")"
+                ))
+        }
         if keys.format == "onnx" { spec = try foldedNorms(spec, builder: &builder, notes: &notes, path: path) }
         return spec
     }
@@ -175,7 +201,9 @@ enum NativeMappingImporter {
     /// Batch norms of the spec whose parameters an ONNX exporter folded into the linear layer
     /// before them (none of them is in the graph) become identities: mean 0, variance 1,
     /// eps 0 (scale 1, shift 0, exactly), which compute what the folded graph computes.
-    static func foldedNorms(_ spec: ModelSpec, builder: inout CanonicalBuilder, notes: inout [ImportNote], path: String) throws(ImportError) -> ModelSpec {
+    static func foldedNorms(_ spec: ModelSpec, builder: inout CanonicalBuilder, notes: inout [ImportNote], path: String) throws(ImportError)
+        -> ModelSpec
+    {
         var spec = spec
         var folded = 0
         var failure: ImportError?
@@ -183,13 +211,17 @@ enum NativeMappingImporter {
             for (i, layer) in mlp.layers.enumerated() {
                 guard failure == nil, case .batchNorm(_, let affine) = layer else { continue }
                 let names = ["running_mean", "running_var"] + (affine ? ["weight", "bias"] : [])
-                guard names.allSatisfy({ builder.store[TensorNames.layer(prefix, i, $0)] == nil }), i > 0, case .linear(let units, _) = mlp.layers[i - 1] else { continue }
+                guard names.allSatisfy({ builder.store[TensorNames.layer(prefix, i, $0)] == nil }), i > 0,
+                    case .linear(let units, _) = mlp.layers[i - 1]
+                else { continue }
                 let values: [String: Float] = ["running_mean": 0, "running_var": 1, "weight": 1, "bias": 0]
                 do throws(ImportError) {
                     for name in names {
                         let bytes = [Float](repeating: values[name] ?? 0, count: units).withUnsafeBytes { Array($0) }
                         let tensor: Tensor
-                        do throws(ModelError) { tensor = try Tensor(dtype: .f32, shape: [units], bytes: bytes) } catch { throw .invalidModel(path: path, error) }
+                        do throws(ModelError) { tensor = try Tensor(dtype: .f32, shape: [units], bytes: bytes) } catch {
+                            throw .invalidModel(path: path, error)
+                        }
                         try builder.put(tensor, TensorNames.layer(prefix, i, name))
                     }
                 } catch { failure = error }
@@ -200,13 +232,19 @@ enum NativeMappingImporter {
         spec.architecture.forEachMLP(fold)
         if let failure { throw failure }
         if folded > 0 {
-            notes.append(ImportNote(.inferred, "\(folded) batch norms of the spec are not in the graph (the exporter folded them into their linear layers); they convert as identities"))
+            notes.append(
+                ImportNote(
+                    .inferred,
+                    "\(folded) batch norms of the spec are not in the graph (the exporter folded them into their linear layers); they convert as identities"
+                ))
         }
         return spec
     }
 
     static func transposed(_ tensor: Tensor, name: String) throws(ImportError) -> Tensor {
-        guard tensor.shape.count == 2 else { throw .mismatch(path: name, reason: "transpose needs a 2-D tensor, '\(name)' has shape \(tensor.shape)") }
+        guard tensor.shape.count == 2 else {
+            throw .mismatch(path: name, reason: "transpose needs a 2-D tensor, '\(name)' has shape \(tensor.shape)")
+        }
         let rows = tensor.shape[0]
         let columns = tensor.shape[1]
         let width = tensor.dtype.byteWidth
@@ -217,6 +255,8 @@ enum NativeMappingImporter {
                 for b in 0..<width { bytes[(c * rows + r) * width + b] = source[(r * columns + c) * width + b] }
             }
         }
-        do throws(ModelError) { return try Tensor(dtype: tensor.dtype, shape: [columns, rows], bytes: bytes) } catch { throw .invalidModel(path: name, error) }
+        do throws(ModelError) { return try Tensor(dtype: tensor.dtype, shape: [columns, rows], bytes: bytes) } catch {
+            throw .invalidModel(path: name, error)
+        }
     }
 }

@@ -18,7 +18,9 @@ struct DeepCTRImporter {
         var layers: [String] = []
         for name in keys.order {
             let layer = String(name.prefix { $0 != "/" })
-            guard layer == prefix || (layer.hasPrefix(prefix + "_") && layer.dropFirst(prefix.count + 1).allSatisfy(\.isNumber)) else { continue }
+            guard layer == prefix || (layer.hasPrefix(prefix + "_") && layer.dropFirst(prefix.count + 1).allSatisfy(\.isNumber)) else {
+                continue
+            }
             if !layers.contains(layer) { layers.append(layer) }
         }
         return layers
@@ -30,7 +32,8 @@ struct DeepCTRImporter {
         for name in keys.order where name.hasPrefix(layer + "/" + kind) {
             let rest = name.dropFirst(layer.count + 1)
             let component = String(rest.prefix { $0 != "/" })
-            guard component == kind || (component.hasPrefix(kind + "_") && component.dropFirst(kind.count + 1).allSatisfy(\.isNumber)) else { continue }
+            guard component == kind || (component.hasPrefix(kind + "_") && component.dropFirst(kind.count + 1).allSatisfy(\.isNumber))
+            else { continue }
             let prefix = layer + "/" + component
             if !found.contains(prefix) { found.append(prefix) }
         }
@@ -48,15 +51,22 @@ struct DeepCTRImporter {
         let norms = DeepCTRImporter.sublayers(layer, kind: "batch_normalization", keys: keys)
         let prelus = DeepCTRImporter.sublayers(layer, kind: "p_re_lu", keys: keys)
         let dices = DeepCTRImporter.sublayers(layer, kind: "dice", keys: keys)
-        guard norms.isEmpty || norms.count == count else { throw .mismatch(path: path, reason: "\(layer): \(norms.count) batch norms for \(count) layers") }
+        guard norms.isEmpty || norms.count == count else {
+            throw .mismatch(path: path, reason: "\(layer): \(norms.count) batch norms for \(count) layers")
+        }
         let useBN = try conversion.args.bool("dnn_use_bn")
         if useBN == false, !norms.isEmpty {
-            throw .mismatch(path: path, reason: "\(layer): the conversion spec says dnn_use_bn false but the checkpoint has \(norms.count) BatchNormalization layers")
+            throw .mismatch(
+                path: path,
+                reason:
+                    "\(layer): the conversion spec says dnn_use_bn false but the checkpoint has \(norms.count) BatchNormalization layers")
         }
         if count > 0, norms.isEmpty, useBN == true {
             throw .mismatch(
                 path: path,
-                reason: "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)")
+                reason:
+                    "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)"
+            )
         }
         var parts: [LayerPart] = []
         for i in 0..<count {
@@ -68,7 +78,8 @@ struct DeepCTRImporter {
                 parts.append(
                     .batchNorm(
                         eps: 1e-3, weight: try keys.take("\(n)/gamma", shape: [width]), bias: try keys.take("\(n)/beta", shape: [width]),
-                        mean: try keys.take("\(n)/moving_mean", shape: [width]), variance: try keys.take("\(n)/moving_variance", shape: [width])))
+                        mean: try keys.take("\(n)/moving_mean", shape: [width]),
+                        variance: try keys.take("\(n)/moving_variance", shape: [width])))
             }
             if i < prelus.count {
                 parts.append(.prelu(try keys.take("\(prelus[i])/alpha", shape: [width])))
@@ -90,7 +101,9 @@ struct DeepCTRImporter {
                 case "prelu", "dice":
                     throw .mismatch(
                         path: path,
-                        reason: "\(layer): activation \(activation) but the checkpoint has no \(activation) weights for hidden layer \(i) (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)")
+                        reason:
+                            "\(layer): activation \(activation) but the checkpoint has no \(activation) weights for hidden layer \(i) (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)"
+                    )
                 default: throw .unsupported(path: conversion.file, reason: "DeepCTR activation '\(activation)'")
                 }
             }
@@ -99,7 +112,9 @@ struct DeepCTRImporter {
         return parts
     }
 
-    mutating func build(keys: inout CheckpointKeys, builder: inout CanonicalBuilder, notes: inout [ImportNote]) throws(ImportError) -> ModelSpec {
+    mutating func build(keys: inout CheckpointKeys, builder: inout CanonicalBuilder, notes: inout [ImportNote]) throws(ImportError)
+        -> ModelSpec
+    {
         // The table of each embedding name belongs to the last feature naming it (sparse
         // features are created first, sequences after and override them).
         var ownerLayer: [String: String] = [:]
@@ -111,18 +126,22 @@ struct DeepCTRImporter {
         }
         let owners = ownerLayer
         let convention = CheckpointConverter.InputConvention(
-            tableKey: { "\($0)/embeddings" }, owner: { owners[$0.embeddingName ?? $0.name] ?? $0.name }, defaultPooling: "mean", defaultPadding: 0,
+            tableKey: { "\($0)/embeddings" }, owner: { owners[$0.embeddingName ?? $0.name] ?? $0.name }, defaultPooling: "mean",
+            defaultPadding: 0,
             meanEpsilon: 1e-8, emptyMax: -1e9, defaultMaxLength: 256)
         let (tables, features) = try CheckpointConverter.buildInputs(
             conversion.features, convention: convention, keys: &keys, builder: &builder, notes: &notes, path: path)
-        let concat = features.filter { $0.kind == .sparse }.map(\.name) + features.filter { $0.kind == .sequence }.map(\.name)
+        let concat =
+            features.filter { $0.kind == .sparse }.map(\.name) + features.filter { $0.kind == .sequence }.map(\.name)
             + features.filter { $0.kind == .dense }.map(\.name)
         let args = conversion.args
         let activation = try args.string("dnn_activation") ?? "relu"
         if keys.format == "tf-checkpoint-keras3" {
             throw .unsupported(
                 path: path,
-                reason: "a TF checkpoint written by Keras 3 lacks every weight DeepCTR keeps in Python lists (DNN kernels and biases, batch norms, PReLU, Dice); convert the model's .weights.h5 or .keras file instead")
+                reason:
+                    "a TF checkpoint written by Keras 3 lacks every weight DeepCTR keeps in Python lists (DNN kernels and biases, batch norms, PReLU, Dice); convert the model's .weights.h5 or .keras file instead"
+            )
         }
         let expertDims = try args.ints("expert_dnn_hidden_units")
         let gateDims = try args.ints("gate_dnn_hidden_units")
@@ -148,11 +167,18 @@ struct DeepCTRImporter {
         switch model {
         case "mmoe":
             let experts = keys.count { "expert_\($0)/kernel0" }
-            if let n = try args.int("num_experts"), n != experts { throw .mismatch(path: path, reason: "num_experts is \(n) but the checkpoint has \(experts)") }
+            if let n = try args.int("num_experts"), n != experts {
+                throw .mismatch(path: path, reason: "num_experts is \(n) but the checkpoint has \(experts)")
+            }
             var expertMLPs: [MLP] = []
-            for e in 0..<experts { expertMLPs.append(try builder.mlp("experts.\(e)", try dnn("expert_\(e)", activation: activation, dims: expertDims, keys: &keys))) }
+            for e in 0..<experts {
+                expertMLPs.append(
+                    try builder.mlp("experts.\(e)", try dnn("expert_\(e)", activation: activation, dims: expertDims, keys: &keys)))
+            }
             var gates: [MLP] = []
-            for (t, task) in tasks.enumerated() { gates.append(try gate("gates.\(t)", dnnLayer: "gate_\(task.name)", softmax: "gate_softmax_\(task.name)")) }
+            for (t, task) in tasks.enumerated() {
+                gates.append(try gate("gates.\(t)", dnnLayer: "gate_\(task.name)", softmax: "gate_softmax_\(task.name)"))
+            }
             var towers: [MLP] = []
             for (t, task) in tasks.enumerated() { towers.append(try tower(t, "tower_\(task.name)")) }
             architecture = Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers)
@@ -170,31 +196,47 @@ struct DeepCTRImporter {
                 for (t, task) in tasks.enumerated() {
                     var list: [MLP] = []
                     for j in 0..<specific {
-                        list.append(try builder.mlp("levels.\(l).specific_experts.\(t).\(j)", try dnn("level_\(l)_task_\(task.name)_expert_specific_\(j)", activation: activation, dims: expertDims, keys: &keys)))
+                        list.append(
+                            try builder.mlp(
+                                "levels.\(l).specific_experts.\(t).\(j)",
+                                try dnn(
+                                    "level_\(l)_task_\(task.name)_expert_specific_\(j)", activation: activation, dims: expertDims,
+                                    keys: &keys)))
                     }
                     specificExperts.append(list)
                 }
                 var sharedExperts: [MLP] = []
                 for k in 0..<shared {
-                    sharedExperts.append(try builder.mlp("levels.\(l).shared_experts.\(k)", try dnn("level_\(l)_expert_shared_\(k)", activation: activation, dims: expertDims, keys: &keys)))
+                    sharedExperts.append(
+                        try builder.mlp(
+                            "levels.\(l).shared_experts.\(k)",
+                            try dnn("level_\(l)_expert_shared_\(k)", activation: activation, dims: expertDims, keys: &keys)))
                 }
                 var gates: [MLP] = []
                 for (t, task) in tasks.enumerated() {
-                    gates.append(try gate("levels.\(l).specific_gates.\(t)", dnnLayer: "level_\(l)_gate_specific_\(task.name)", softmax: "level_\(l)_gate_softmax_specific_\(task.name)"))
+                    gates.append(
+                        try gate(
+                            "levels.\(l).specific_gates.\(t)", dnnLayer: "level_\(l)_gate_specific_\(task.name)",
+                            softmax: "level_\(l)_gate_softmax_specific_\(task.name)"))
                 }
                 var sharedGate: MLP? = nil
                 if keys.has("level_\(l)_gate_softmax_shared/kernel") {
-                    sharedGate = try gate("levels.\(l).shared_gate", dnnLayer: "level_\(l)_gate_shared", softmax: "level_\(l)_gate_softmax_shared")
+                    sharedGate = try gate(
+                        "levels.\(l).shared_gate", dnnLayer: "level_\(l)_gate_shared", softmax: "level_\(l)_gate_softmax_shared")
                 }
-                pleLevels.append(PLELevel(specificExperts: specificExperts, sharedExperts: sharedExperts, specificGates: gates, sharedGate: sharedGate))
+                pleLevels.append(
+                    PLELevel(specificExperts: specificExperts, sharedExperts: sharedExperts, specificGates: gates, sharedGate: sharedGate))
             }
             var towers: [MLP] = []
             for (t, task) in tasks.enumerated() { towers.append(try tower(t, "tower_\(task.name)")) }
             architecture = Architecture(type: .ple, levels: pleLevels, towers: towers)
             notes.append(ImportNote(.inferred, "\(levels) levels, \(specific) specific experts per task, \(shared) shared experts"))
         case "sharedbottom", "shared_bottom":
-            guard let bottomLayer = DeepCTRImporter.unnamed("dnn", in: keys).first else { throw .mismatch(path: path, reason: "no bottom DNN layer ('dnn')") }
-            let bottom = try builder.mlp("bottom", try dnn(bottomLayer, activation: activation, dims: try args.ints("bottom_dnn_hidden_units"), keys: &keys))
+            guard let bottomLayer = DeepCTRImporter.unnamed("dnn", in: keys).first else {
+                throw .mismatch(path: path, reason: "no bottom DNN layer ('dnn')")
+            }
+            let bottom = try builder.mlp(
+                "bottom", try dnn(bottomLayer, activation: activation, dims: try args.ints("bottom_dnn_hidden_units"), keys: &keys))
             var towers: [MLP] = []
             for (t, task) in tasks.enumerated() { towers.append(try tower(t, "tower_\(task.name)")) }
             architecture = Architecture(type: .sharedBottom, bottom: bottom, towers: towers)

@@ -21,19 +21,31 @@ enum SpecInference {
         if has("embedding.embed_dict.") {
             framework = "torch-rechub"
             tablePrefix = "embedding.embed_dict."
-            if has("cgc_layers.") { (model, firstLayer) = ("PLE", "cgc_layers.0.experts_shared.0.mlp.0.weight") }
-            else if has("tower_ctr.") { (model, firstLayer) = ("ESMM", "tower_ctr.mlp.0.weight") }
-            else if has("bottom_mlp.") { (model, firstLayer) = ("SharedBottom", "bottom_mlp.mlp.0.weight") }
-            else if has("experts.") && has("gates.") { (model, firstLayer) = ("MMOE", "experts.0.mlp.0.weight") }
-            else { throw unknown(path) }
+            if has("cgc_layers.") {
+                (model, firstLayer) = ("PLE", "cgc_layers.0.experts_shared.0.mlp.0.weight")
+            } else if has("tower_ctr.") {
+                (model, firstLayer) = ("ESMM", "tower_ctr.mlp.0.weight")
+            } else if has("bottom_mlp.") {
+                (model, firstLayer) = ("SharedBottom", "bottom_mlp.mlp.0.weight")
+            } else if has("experts.") && has("gates.") {
+                (model, firstLayer) = ("MMOE", "experts.0.mlp.0.weight")
+            } else {
+                throw unknown(path)
+            }
         } else if has("embedding_dict.") {
             framework = "deepctr-torch"
             tablePrefix = "embedding_dict."
-            if has("specific_experts.") { (model, firstLayer) = ("PLE", "specific_experts.0.0.0.linears.0.weight") }
-            else if has("ctr_dnn.") { (model, firstLayer) = ("ESMM", "ctr_dnn.linears.0.weight") }
-            else if has("bottom_dnn.") { (model, firstLayer) = ("SharedBottom", "bottom_dnn.linears.0.weight") }
-            else if has("expert_dnn.") { (model, firstLayer) = ("MMOE", "expert_dnn.0.linears.0.weight") }
-            else { throw unknown(path) }
+            if has("specific_experts.") {
+                (model, firstLayer) = ("PLE", "specific_experts.0.0.0.linears.0.weight")
+            } else if has("ctr_dnn.") {
+                (model, firstLayer) = ("ESMM", "ctr_dnn.linears.0.weight")
+            } else if has("bottom_dnn.") {
+                (model, firstLayer) = ("SharedBottom", "bottom_dnn.linears.0.weight")
+            } else if has("expert_dnn.") {
+                (model, firstLayer) = ("MMOE", "expert_dnn.0.linears.0.weight")
+            } else {
+                throw unknown(path)
+            }
         } else {
             throw unknown(path)
         }
@@ -42,10 +54,12 @@ enum SpecInference {
         // An ONNX graph shows the features (and more); a checkpoint alone does not.
         if let facts = keys.onnxFacts, let graphFeatures = facts.features {
             if framework == "deepctr-torch", graphFeatures.allSatisfy({ $0.column != nil }) {
-                return try fromPackedGraph(graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+                return try fromPackedGraph(
+                    graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
             }
             if framework == "torch-rechub", graphFeatures.allSatisfy({ $0.column == nil }) {
-                return try fromGraph(graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
+                return try fromGraph(
+                    graphFeatures, facts: facts, keys: keys, model: model, tablePrefix: tablePrefix, path: path, notes: &notes)
             }
         }
         // Tables in checkpoint order: feature order for torch.save, alphabetical for safetensors.
@@ -62,11 +76,25 @@ enum SpecInference {
         }
         let denseWidth = inputWidth - embeddingWidth
         guard denseWidth >= 0 else {
-            throw ImportError.mismatch(path: path, reason: "the first layer reads \(inputWidth) values but the tables give \(embeddingWidth): features share tables or are sequences; pass --spec to describe them")
+            throw ImportError.mismatch(
+                path: path,
+                reason:
+                    "the first layer reads \(inputWidth) values but the tables give \(embeddingWidth): features share tables or are sequences; pass --spec to describe them"
+            )
         }
         for d in 0..<denseWidth { features.append(["name": "dense_\(d)", "kind": "dense"]) }
-        notes.append(ImportNote(.assumed, "one sparse feature per table (\(features.count - denseWidth)), named after the table, in the order the checkpoint lists them; no sequence features, no shared tables"))
-        if denseWidth > 0 { notes.append(ImportNote(.assumed, "\(denseWidth) dense features of width 1 named dense_0 ... dense_\(denseWidth - 1) (the rest of the input width \(inputWidth))")) }
+        notes.append(
+            ImportNote(
+                .assumed,
+                "one sparse feature per table (\(features.count - denseWidth)), named after the table, in the order the checkpoint lists them; no sequence features, no shared tables"
+            ))
+        if denseWidth > 0 {
+            notes.append(
+                ImportNote(
+                    .assumed,
+                    "\(denseWidth) dense features of width 1 named dense_0 ... dense_\(denseWidth - 1) (the rest of the input width \(inputWidth))"
+                ))
+        }
 
         var values: [String: Any] = ["framework": framework, "model": model, "features": features]
         if model != "ESMM" {
@@ -86,7 +114,8 @@ enum SpecInference {
     /// padding id from the mask comparison, order from the concatenation), activations from
     /// the nodes of each MLP's activation module, task types from the sigmoids on the output.
     static func fromGraph(
-        _ graphFeatures: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String, notes: inout [ImportNote]
+        _ graphFeatures: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String,
+        notes: inout [ImportNote]
     ) throws(ImportError) -> ConversionSpec {
         var features: [[String: Any]] = []
         var described: [String] = []
@@ -94,7 +123,9 @@ enum SpecInference {
             var item: [String: Any] = ["name": feature.name, "kind": feature.kind]
             if let table = feature.table {
                 guard let (owner, shape) = tableOwner(table, keys: keys, tablePrefix: tablePrefix) else {
-                    throw ImportError.mismatch(path: path, reason: "input '\(feature.name)' looks up '\(table)', which is not a torch-rechub embedding table; pass --spec")
+                    throw ImportError.mismatch(
+                        path: path,
+                        reason: "input '\(feature.name)' looks up '\(table)', which is not a torch-rechub embedding table; pass --spec")
                 }
                 item["vocab_size"] = shape[0]
                 item["embed_dim"] = shape[1]
@@ -115,13 +146,20 @@ enum SpecInference {
                 described.append(text + ")")
             } else {
                 guard feature.width == 1 else {
-                    throw ImportError.mismatch(path: path, reason: "input '\(feature.name)' holds \(feature.width) dense values; torch-rechub dense features have one; pass --spec")
+                    throw ImportError.mismatch(
+                        path: path,
+                        reason:
+                            "input '\(feature.name)' holds \(feature.width) dense values; torch-rechub dense features have one; pass --spec"
+                    )
                 }
                 described.append("\(feature.name) (dense)")
             }
             features.append(item)
         }
-        notes.append(ImportNote(.inferred, "features from the graph's inputs, in the order the model concatenates them: \(described.joined(separator: ", "))"))
+        notes.append(
+            ImportNote(
+                .inferred,
+                "features from the graph's inputs, in the order the model concatenates them: \(described.joined(separator: ", "))"))
 
         func activation(_ module: String) -> String? { facts.activations[keys.removedPrefix + module] }
         func params(_ module: String) -> [String: Any] { activation(module).map { ["activation": $0] } ?? [:] }
@@ -130,7 +168,8 @@ enum SpecInference {
         var seen: [String] = []
         switch model {
         case "MMOE": args["expert_params"] = params("experts.0.mlp.2"); seen.append("experts.0.mlp.2")
-        case "PLE": args["expert_params"] = params("cgc_layers.0.experts_shared.0.mlp.2"); seen.append("cgc_layers.0.experts_shared.0.mlp.2")
+        case "PLE":
+            args["expert_params"] = params("cgc_layers.0.experts_shared.0.mlp.2"); seen.append("cgc_layers.0.experts_shared.0.mlp.2")
         case "SharedBottom": args["bottom_params"] = params("bottom_mlp.mlp.2"); seen.append("bottom_mlp.mlp.2")
         default:
             args["ctr_params"] = params("tower_ctr.mlp.2")
@@ -155,7 +194,8 @@ enum SpecInference {
     /// dense values); the activation from the first expert's nodes, task types from the
     /// sigmoids on the output.
     static func fromPackedGraph(
-        _ columns: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String, notes: inout [ImportNote]
+        _ columns: [OnnxFacts.Feature], facts: OnnxFacts, keys: CheckpointKeys, model: String, tablePrefix: String, path: String,
+        notes: inout [ImportNote]
     ) throws(ImportError) -> ConversionSpec {
         var features: [[String: Any]] = []
         var described: [String] = []
@@ -169,7 +209,9 @@ enum SpecInference {
                 continue
             }
             guard let (owner, shape) = tableOwner(table, keys: keys, tablePrefix: tablePrefix) else {
-                throw ImportError.mismatch(path: path, reason: "columns from \(column) look up '\(table)', which is not a DeepCTR-Torch embedding table; pass --spec")
+                throw ImportError.mismatch(
+                    path: path,
+                    reason: "columns from \(column) look up '\(table)', which is not a DeepCTR-Torch embedding table; pass --spec")
             }
             let name = taken.insert(owner).inserted ? owner : "\(owner)_\(column)"
             taken.insert(name)
@@ -185,8 +227,15 @@ enum SpecInference {
             features.append(item)
             described.append(text + ")")
         }
-        notes.append(ImportNote(.inferred, "features from the column ranges the graph slices out of its packed input, in column order: \(described.joined(separator: ", "))"))
-        notes.append(ImportNote(.assumed, "feature names: the table's name, or table_column when a table serves several features, dense_column for dense values"))
+        notes.append(
+            ImportNote(
+                .inferred,
+                "features from the column ranges the graph slices out of its packed input, in column order: \(described.joined(separator: ", "))"
+            ))
+        notes.append(
+            ImportNote(
+                .assumed,
+                "feature names: the table's name, or table_column when a table serves several features, dense_column for dense values"))
 
         var values: [String: Any] = ["framework": "deepctr-torch", "model": model, "features": features]
         var args: [String: Any] = [:]
@@ -223,7 +272,12 @@ enum SpecInference {
     static func graphTasks(count: Int, facts: OnnxFacts, notes: inout [ImportNote]) -> [[String: Any]] {
         let heads = facts.sigmoidOutputs.flatMap { $0.count == count ? $0 : nil }
         if let heads {
-            notes.append(ImportNote(.inferred, "\(count) tasks named task0 ...: " + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(separator: ", ")))
+            notes.append(
+                ImportNote(
+                    .inferred,
+                    "\(count) tasks named task0 ...: "
+                        + heads.enumerated().map { "task\($0.offset) \($0.element ? "binary (sigmoid)" : "regression")" }.joined(
+                            separator: ", ")))
         } else {
             notes.append(ImportNote(.assumed, "\(count) binary tasks (sigmoid heads) named task0 ..."))
         }
@@ -231,6 +285,9 @@ enum SpecInference {
     }
 
     static func unknown(_ path: String) -> ImportError {
-        .unsupported(path: path, reason: "the checkpoint's keys do not match a known framework model; pass --spec with a conversion spec (see Docs/CONVERTING.md)")
+        .unsupported(
+            path: path,
+            reason:
+                "the checkpoint's keys do not match a known framework model; pass --spec with a conversion spec (see Docs/CONVERTING.md)")
     }
 }

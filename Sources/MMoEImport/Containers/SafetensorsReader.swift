@@ -45,7 +45,9 @@ public enum SafetensorsReader {
         func fail(_ offset: Int?, _ reason: String) -> ImportError { .malformed(path: path, offset: offset, reason: reason) }
         guard bytes.count >= 8 else { throw fail(0, "too small for a safetensors header length") }
         let length = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) }
-        guard length <= UInt64(maxHeaderBytes) else { throw .limitExceeded(path: path, what: "safetensors header length \(length)", limit: maxHeaderBytes) }
+        guard length <= UInt64(maxHeaderBytes) else {
+            throw .limitExceeded(path: path, what: "safetensors header length \(length)", limit: maxHeaderBytes)
+        }
         let headerLength = Int(length)
         guard headerLength <= bytes.count - 8 else { throw fail(0, "header of \(headerLength) bytes runs past the end of the file") }
         let headerBytes = Data(UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + headerLength)]))
@@ -53,7 +55,9 @@ public enum SafetensorsReader {
         // Foundation's JSON objects take kilobytes per entry: count the entries first (every
         // tensor has a "data_offsets" key), bound them, and check the memory they will need.
         let entries = headerBytes.withUnsafeBytes { count(of: Array("\"data_offsets\"".utf8), in: $0) }
-        guard entries <= maxTensors else { throw .limitExceeded(path: path, what: "safetensors header listing \(entries) tensors", limit: maxTensors) }
+        guard entries <= maxTensors else {
+            throw .limitExceeded(path: path, what: "safetensors header listing \(entries) tensors", limit: maxTensors)
+        }
         if let reason = MemoryBudget.refusal(headerLength * 8 + entries * 4096, for: "parsing a safetensors header of \(entries) tensors") {
             throw .memory(path: path, reason: reason)
         }
@@ -86,14 +90,21 @@ public enum SafetensorsReader {
             else { throw fail(8, "tensor '\(name)' has data_offsets outside the \(dataLength) data bytes") }
             guard let count = Tensor.checkedElementCount(shape), count.multipliedReportingOverflow(by: dtype.size).overflow == false,
                 count * dtype.size == end - begin
-            else { throw fail(dataStart + begin, "tensor '\(name)' has \(end - begin) bytes, shape \(shape) of \(dtypeName) needs a different size") }
-            tensors.append((begin, SourceTensor(name: name, dtype: dtype, shape: shape, storage: storage, byteOffset: dataStart + begin), end))
+            else {
+                throw fail(
+                    dataStart + begin, "tensor '\(name)' has \(end - begin) bytes, shape \(shape) of \(dtypeName) needs a different size")
+            }
+            tensors.append(
+                (begin, SourceTensor(name: name, dtype: dtype, shape: shape, storage: storage, byteOffset: dataStart + begin), end))
         }
         tensors.sort { $0.begin < $1.begin || ($0.begin == $1.begin && $0.end < $1.end) }
         var cursor = 0
         for item in tensors {
             guard item.begin == cursor else {
-                throw fail(dataStart + item.begin, item.begin < cursor ? "tensor '\(item.tensor.name)' overlaps the previous tensor" : "gap before tensor '\(item.tensor.name)'")
+                throw fail(
+                    dataStart + item.begin,
+                    item.begin < cursor
+                        ? "tensor '\(item.tensor.name)' overlaps the previous tensor" : "gap before tensor '\(item.tensor.name)'")
             }
             cursor = item.end
         }

@@ -28,7 +28,12 @@ struct CheckpointKeys {
         let parameters = checkpoint.tensors.map(\.name).filter { $0.contains(".") }
         let wrapped = format == "onnx" && !parameters.isEmpty && parameters.allSatisfy { $0.hasPrefix("model.") }
         removedPrefix = wrapped ? "model." : ""
-        if wrapped { notes.append(ImportNote(.ignored, "removed the 'model.' prefix an export wrapper (torch-rechub's ONNXWrapper) gave \(parameters.count) parameters")) }
+        if wrapped {
+            notes.append(
+                ImportNote(
+                    .ignored,
+                    "removed the 'model.' prefix an export wrapper (torch-rechub's ONNXWrapper) gave \(parameters.count) parameters"))
+        }
         for tensor in checkpoint.tensors {
             var name = tensor.name
             if wrapped, name.hasPrefix("model.") { name.removeFirst("model.".count) }
@@ -82,7 +87,11 @@ struct CheckpointKeys {
                 continue
             }
             if name.hasPrefix("loss weight") || name.hasPrefix("loss_weight") { lossWeights.append(name); continue }
-            throw .mismatch(path: path, reason: "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)")
+            throw .mismatch(
+                path: path,
+                reason:
+                    "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)"
+            )
         }
         if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) training counters (BatchNorm num_batches_tracked, n_averaged)")) }
         if constants > 0 { notes.append(ImportNote(.ignored, "\(constants) constants the ONNX exporter stored as initializers")) }
@@ -130,7 +139,9 @@ struct CanonicalBuilder {
             let name = { (p: String) in TensorNames.layer(prefix, i, p) }
             switch part {
             case .linear(let weight, let bias):
-                guard weight.shape.count == 2 else { throw .mismatch(path: path, reason: "\(prefix): a linear weight must be 2-D, got \(weight.shape)") }
+                guard weight.shape.count == 2 else {
+                    throw .mismatch(path: path, reason: "\(prefix): a linear weight must be 2-D, got \(weight.shape)")
+                }
                 layers.append(.linear(units: weight.shape[0], bias: bias != nil))
                 try put(weight, name("weight"))
                 if let bias { try put(bias, name("bias")) }
@@ -187,7 +198,11 @@ enum CheckpointConverter {
         case .tfCheckpoint:
             let checkpoint = try TFCheckpointReader.read(path: path)
             if checkpoint.trainingState > 0 {
-                notes.append(ImportNote(.ignored, "training state: \(checkpoint.trainingState) optimizer variables and counters (Adam slots, iteration, learning rate, save_counter)"))
+                notes.append(
+                    ImportNote(
+                        .ignored,
+                        "training state: \(checkpoint.trainingState) optimizer variables and counters (Adam slots, iteration, learning rate, save_counter)"
+                    ))
             }
             return checkpoint
         case .onnx:
@@ -208,7 +223,8 @@ enum CheckpointConverter {
                 case "<i4": dtype = .i32
                 default: throw .unsupported(path: path, reason: "array '\(name)' has dtype \(array.descr)")
                 }
-                tensors.append(SourceTensor(name: name, dtype: dtype, shape: array.shape, storage: ByteStorage(copying: array.data), byteOffset: 0))
+                tensors.append(
+                    SourceTensor(name: name, dtype: dtype, shape: array.shape, storage: ByteStorage(copying: array.data), byteOffset: 0))
             }
             return SourceCheckpoint(tensors: tensors, path: path)
         default:
@@ -251,13 +267,17 @@ enum CheckpointConverter {
         case "native", "plain", "pytorch", "torch":
             spec = try NativeMappingImporter.build(conversion: conversion, keys: &keys, builder: &builder, notes: &notes, path: path)
         default:
-            throw .unsupported(path: conversionSpecPath, reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, keras-mmoe, native)")
+            throw .unsupported(
+                path: conversionSpecPath,
+                reason: "framework '\(conversion.framework)' is not supported (torch-rechub, deepctr-torch, deepctr, keras-mmoe, native)")
         }
         if userSpec {
             // Constructor arguments that only matter while training.
             conversion.args.acceptUnused(CheckpointConverter.trainingOnlyArgs)
             let unused = try conversion.checkUnknownKeys()
-            if !unused.isEmpty { notes.append(ImportNote(.ignored, "training-only settings in the conversion spec: \(unused.joined(separator: ", "))")) }
+            if !unused.isEmpty {
+                notes.append(ImportNote(.ignored, "training-only settings in the conversion spec: \(unused.joined(separator: ", "))"))
+            }
         }
         try keys.finish(notes: &notes, model: conversion.model.isEmpty ? "model" : conversion.model)
         try checkHeads(spec, against: keys.onnxFacts, path: path, conversionSpecPath: conversionSpecPath)
@@ -281,7 +301,9 @@ enum CheckpointConverter {
             case (.sigmoid, false), (.identity, true):
                 throw .mismatch(
                     path: conversionSpecPath,
-                    reason: "task '\(task.name)' is \(task.head == .sigmoid ? "binary (sigmoid)" : "regression (no sigmoid)") in the conversion spec, but the graph's output column \(spec.tasks.firstIndex { $0.name == task.name } ?? 0) \(hasSigmoid ? "passes through a sigmoid" : "has no sigmoid") (\(path))")
+                    reason:
+                        "task '\(task.name)' is \(task.head == .sigmoid ? "binary (sigmoid)" : "regression (no sigmoid)") in the conversion spec, but the graph's output column \(spec.tasks.firstIndex { $0.name == task.name } ?? 0) \(hasSigmoid ? "passes through a sigmoid" : "has no sigmoid") (\(path))"
+                )
             default:
                 continue
             }
@@ -298,7 +320,9 @@ enum CheckpointConverter {
         guard layers >= facts.preluSlopes.count else {
             throw .mismatch(
                 path: path,
-                reason: "the graph has \(facts.preluSlopes.count) PRelu nodes but only \(layers) became PReLU layers (slopes: \(facts.preluSlopes.sorted().prefix(6).joined(separator: ", "))); name them with a conversion spec's mapping")
+                reason:
+                    "the graph has \(facts.preluSlopes.count) PRelu nodes but only \(layers) became PReLU layers (slopes: \(facts.preluSlopes.sorted().prefix(6).joined(separator: ", "))); name them with a conversion spec's mapping"
+            )
         }
     }
 
@@ -341,10 +365,12 @@ enum CheckpointConverter {
                     throw .mismatch(path: path, reason: "feature '\(feature.name)': no 2-D embedding table '\(key)' in the checkpoint")
                 }
                 if let vocab = feature.vocabSize, vocab != shape[0] {
-                    throw .mismatch(path: path, reason: "feature '\(feature.name)': vocab_size \(vocab) but table '\(key)' has \(shape[0]) rows")
+                    throw .mismatch(
+                        path: path, reason: "feature '\(feature.name)': vocab_size \(vocab) but table '\(key)' has \(shape[0]) rows")
                 }
                 if let dim = feature.dim, dim != shape[1] {
-                    throw .mismatch(path: path, reason: "feature '\(feature.name)': embedding dim \(dim) but table '\(key)' has \(shape[1]) columns")
+                    throw .mismatch(
+                        path: path, reason: "feature '\(feature.name)': embedding dim \(dim) but table '\(key)' has \(shape[1]) columns")
                 }
                 if feature.vocabSize == nil || feature.dim == nil {
                     notes.append(ImportNote(.inferred, "table '\(owner)': vocab \(shape[0]), dim \(shape[1]) from the checkpoint"))
@@ -361,19 +387,27 @@ enum CheckpointConverter {
                 continue
             }
             guard feature.lengthName == nil else {
-                throw .unsupported(path: path, reason: "feature '\(feature.name)': sequences with a separate length feature are not supported yet; use masking (padding id)")
+                throw .unsupported(
+                    path: path,
+                    reason:
+                        "feature '\(feature.name)': sequences with a separate length feature are not supported yet; use masking (padding id)"
+                )
             }
             let poolingName = feature.pooling ?? convention.defaultPooling
             guard let pooling = Pooling(rawValue: poolingName) else {
-                throw .unsupported(path: path, reason: "feature '\(feature.name)': pooling '\(poolingName)' is not supported (sum, mean, max)")
+                throw .unsupported(
+                    path: path, reason: "feature '\(feature.name)': pooling '\(poolingName)' is not supported (sum, mean, max)")
             }
-            if feature.pooling == nil { notes.append(ImportNote(.assumed, "feature '\(feature.name)': pooling \(poolingName) (framework default)")) }
+            if feature.pooling == nil {
+                notes.append(ImportNote(.assumed, "feature '\(feature.name)': pooling \(poolingName) (framework default)"))
+            }
             let maxLength = feature.maxLength ?? convention.defaultMaxLength
             if feature.maxLength == nil { notes.append(ImportNote(.assumed, "feature '\(feature.name)': max_length \(maxLength)")) }
             specFeatures.append(
                 Feature(
                     name: feature.name, kind: .sequence, table: table, maxLength: maxLength, pooling: pooling,
-                    paddingID: feature.paddingIndex ?? convention.defaultPadding, meanEpsilon: pooling == .mean ? convention.meanEpsilon : nil,
+                    paddingID: feature.paddingIndex ?? convention.defaultPadding,
+                    meanEpsilon: pooling == .mean ? convention.meanEpsilon : nil,
                     emptyMaxValue: pooling == .max ? convention.emptyMax : nil))
         }
         return (tables, specFeatures)
@@ -388,15 +422,22 @@ enum CheckpointConverter {
 
     /// DeepCTR's ESMM naming (both ports): `task_names` = (ctr, ctcvr); the tasks are ctr and
     /// cvr, the outputs ctr and ctcvr = ctr × cvr.
-    static func esmmTasks(_ given: [String]?, conversion: ConversionSpec) throws(ImportError) -> (tasks: [(name: String, head: HeadKind)], outputs: [OutputSpec]) {
+    static func esmmTasks(_ given: [String]?, conversion: ConversionSpec) throws(ImportError) -> (
+        tasks: [(name: String, head: HeadKind)], outputs: [OutputSpec]
+    ) {
         let names = given ?? ["ctr", "ctcvr"]
         guard names.count == 2 else { throw .mismatch(path: conversion.file, reason: "ESMM has two task names (ctr, ctcvr)") }
         let cvrName = names.contains("cvr") ? "cvr_task" : "cvr"
-        return ([(names[0], .sigmoid), (cvrName, .sigmoid)], [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])])
+        return (
+            [(names[0], .sigmoid), (cvrName, .sigmoid)],
+            [OutputSpec(name: names[0]), OutputSpec(name: names[1], product: [names[0], cvrName])]
+        )
     }
 
     /// Task heads from the spec's `tasks` (or framework args).
-    static func tasks(_ conversion: ConversionSpec, names: [String]?, types: [String]?, count: Int?, path: String) throws(ImportError) -> [(name: String, head: HeadKind)] {
+    static func tasks(_ conversion: ConversionSpec, names: [String]?, types: [String]?, count: Int?, path: String) throws(ImportError) -> [(
+        name: String, head: HeadKind
+    )] {
         var result: [(String, HeadKind)] = []
         func head(_ type: String) throws(ImportError) -> HeadKind {
             switch type.lowercased() {

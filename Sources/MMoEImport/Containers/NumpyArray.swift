@@ -52,7 +52,11 @@ public struct NumpyArray: Sendable, Equatable {
 
     /// The values as Float (any numeric dtype).
     public func floats() -> [Float] {
-        if descr == "<f4" { return data.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } } }
+        if descr == "<f4" {
+            return data.withUnsafeBytes { raw in
+                (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            }
+        }
         return (0..<count).map { Float(value($0)) }
     }
 
@@ -60,7 +64,10 @@ public struct NumpyArray: Sendable, Equatable {
     /// (DeepCTR-Torch carries ids as floats). Returns the index of the first bad value otherwise.
     public func ids() -> Result<[Int64], IDConversionFailure> {
         if descr == "<i8" {
-            return .success(data.withUnsafeBytes { raw in (0..<count).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } })
+            return .success(
+                data.withUnsafeBytes { raw in
+                    (0..<count).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+                })
         }
         var result: [Int64] = []
         result.reserveCapacity(count)
@@ -109,14 +116,18 @@ public enum NumpyFormat {
         let header = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[headerStart..<(headerStart + headerLength)]), as: UTF8.self)
         var parser = HeaderParser(text: header, path: path)
         let fields = try parser.dictionary()
-        guard case .string(let descr)? = fields["descr"] else { throw fail(headerStart, "header has no string 'descr' (structured dtypes are not supported)") }
+        guard case .string(let descr)? = fields["descr"] else {
+            throw fail(headerStart, "header has no string 'descr' (structured dtypes are not supported)")
+        }
         guard case .bool(let fortran)? = fields["fortran_order"] else { throw fail(headerStart, "header has no 'fortran_order'") }
         guard case .tuple(let shape)? = fields["shape"] else { throw fail(headerStart, "header has no 'shape' tuple") }
         let normalized = descr == "=f4" ? "<f4" : descr == "=i8" ? "<i8" : descr
         guard let itemSize = NumpyArray.itemSizes[normalized] else {
             throw .unsupported(path: path, reason: "array dtype '\(descr)' is not supported (use little-endian float or integer)")
         }
-        guard shape.count <= 32, let count = Tensor.checkedElementCount(shape), count.multipliedReportingOverflow(by: itemSize).overflow == false else {
+        guard shape.count <= 32, let count = Tensor.checkedElementCount(shape),
+            count.multipliedReportingOverflow(by: itemSize).overflow == false
+        else {
             throw fail(headerStart, "shape \(shape) is invalid")
         }
         let dataStart = headerStart + headerLength
@@ -181,7 +192,9 @@ struct HeaderParser {
 
     mutating func string() throws(ImportError) -> String {
         skipSpace()
-        guard position < characters.count, characters[position] == "'" || characters[position] == "\"" else { throw fail("expected a string at \(position)") }
+        guard position < characters.count, characters[position] == "'" || characters[position] == "\"" else {
+            throw fail("expected a string at \(position)")
+        }
         let quote = characters[position]
         position += 1
         let start = position
@@ -209,7 +222,9 @@ struct HeaderParser {
                 guard position < characters.count else { throw fail("unterminated tuple") }
                 if characters[position] == ")" { position += 1; break }
                 let digits = characters[position...].prefix { $0.isNumber }
-                guard !digits.isEmpty, digits.count <= 18, let number = Int(String(digits)) else { throw fail("bad dimension at \(position)") }
+                guard !digits.isEmpty, digits.count <= 18, let number = Int(String(digits)) else {
+                    throw fail("bad dimension at \(position)")
+                }
                 items.append(number)
                 position += digits.count
                 skipSpace()
@@ -254,7 +269,9 @@ public enum NumpyArchive {
             let name = String(entry.name.dropLast(4))
             var parsed: Result<NumpyArray, ImportError> = .failure(.malformed(path: path, offset: nil, reason: "empty"))
             bytes.withUnsafeBytes { raw in
-                do throws(ImportError) { parsed = .success(try NumpyFormat.parse(raw, path: "\(path):\(entry.name)")) } catch { parsed = .failure(error) }
+                do throws(ImportError) { parsed = .success(try NumpyFormat.parse(raw, path: "\(path):\(entry.name)")) } catch {
+                    parsed = .failure(error)
+                }
             }
             arrays[name] = try parsed.get()
         }

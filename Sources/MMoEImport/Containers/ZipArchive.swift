@@ -71,7 +71,9 @@ public struct ZipArchive: Sendable {
         // ZIP64 end of central directory locator, just before the EOCD.
         if eocd >= 20, u32(eocd - 20) == 0x0706_4B50 {
             let recordOffset = u64(eocd - 12)
-            guard count >= 56, recordOffset <= UInt64(count - 56) else { throw malformed(eocd - 20, "ZIP64 locator points outside the file") }
+            guard count >= 56, recordOffset <= UInt64(count - 56) else {
+                throw malformed(eocd - 20, "ZIP64 locator points outside the file")
+            }
             let record = Int(recordOffset)
             guard u32(record) == 0x0606_4B50 else { throw malformed(record, "bad ZIP64 end-of-central-directory signature") }
             let entries64 = u64(record + 32)
@@ -84,12 +86,16 @@ public struct ZipArchive: Sendable {
             directorySize = Int(size64)
             directoryOffset = Int(offset64)
         }
-        guard entryCount <= ZipArchive.maxEntries else { throw .limitExceeded(path: path, what: "member count", limit: ZipArchive.maxEntries) }
+        guard entryCount <= ZipArchive.maxEntries else {
+            throw .limitExceeded(path: path, what: "member count", limit: ZipArchive.maxEntries)
+        }
         guard directoryOffset <= count, directorySize <= count - directoryOffset else {
             throw malformed(eocd, "central directory (\(directorySize) bytes at \(directoryOffset)) lies outside the file")
         }
         // Each directory record takes at least 46 bytes.
-        guard entryCount <= directorySize / 46 + 1 else { throw malformed(eocd, "\(entryCount) members cannot fit in the central directory") }
+        guard entryCount <= directorySize / 46 + 1 else {
+            throw malformed(eocd, "\(entryCount) members cannot fit in the central directory")
+        }
         var entries: [Entry] = []
         var names = Set<String>()
         var cursor = directoryOffset
@@ -142,7 +148,8 @@ public struct ZipArchive: Sendable {
                 throw malformed(localOffset, "data of '\(name)' (\(compressed) bytes) runs past the end of the file")
             }
             guard method == 0 || method == 8 else {
-                throw .unsupported(path: path, reason: "member '\(name)' uses compression method \(method) (only stored and deflate are read)")
+                throw .unsupported(
+                    path: path, reason: "member '\(name)' uses compression method \(method) (only stored and deflate are read)")
             }
             if method == 0, compressed != size { throw malformed(cursor, "stored member '\(name)' has different sizes") }
             entries.append(Entry(name: name, method: method, compressedSize: compressed, size: size, crc32: crc, dataOffset: dataOffset))
@@ -169,10 +176,14 @@ public struct ZipArchive: Sendable {
         // before anything is allocated.
         let (bound, overflow) = entry.compressedSize.multipliedReportingOverflow(by: ZipArchive.maxDeflateRatio)
         guard entry.method == 0 || overflow || entry.size <= bound + 1024 else {
-            throw .limitExceeded(path: path, what: "expansion of member '\(entry.name)' (\(entry.compressedSize) bytes declared to become \(entry.size))", limit: bound + 1024)
+            throw .limitExceeded(
+                path: path, what: "expansion of member '\(entry.name)' (\(entry.compressedSize) bytes declared to become \(entry.size))",
+                limit: bound + 1024)
         }
         // Expanded once here; callers usually keep a copy of it (two buffers at the peak).
-        if let reason = MemoryBudget.refusal(entry.size.multipliedReportingOverflow(by: 2).partialValue, for: "expanding member '\(entry.name)' (\(entry.size) bytes)") {
+        if let reason = MemoryBudget.refusal(
+            entry.size.multipliedReportingOverflow(by: 2).partialValue, for: "expanding member '\(entry.name)' (\(entry.size) bytes)")
+        {
             throw .memory(path: path, reason: reason)
         }
         let source = UnsafeRawBufferPointer(rebasing: storage.bytes[entry.dataOffset..<(entry.dataOffset + entry.compressedSize)])
@@ -213,7 +224,9 @@ public struct ZipArchive: Sendable {
     /// size its directory record declares (which the caller has already capped).
     static func inflate(_ source: UnsafeRawBufferPointer, expected: Int, path: String, member: String) throws(ImportError) -> [UInt8] {
         var stream = z_stream()
-        guard mmoe_inflate_init_raw(&stream) == Z_OK else { throw .malformed(path: path, offset: nil, reason: "cannot start inflating '\(member)'") }
+        guard mmoe_inflate_init_raw(&stream) == Z_OK else {
+            throw .malformed(path: path, offset: nil, reason: "cannot start inflating '\(member)'")
+        }
         defer { inflateEnd(&stream) }
         var output = [UInt8](repeating: 0, count: expected + 1)
         var status: Int32 = Z_OK
@@ -227,7 +240,9 @@ public struct ZipArchive: Sendable {
             while true {
                 if stream.avail_in == 0, consumed < source.count {
                     let chunk = min(source.count - consumed, 1 << 30)
-                    stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress?.assumingMemoryBound(to: UInt8.self)).map { $0 + consumed }
+                    stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress?.assumingMemoryBound(to: UInt8.self)).map {
+                        $0 + consumed
+                    }
                     stream.avail_in = UInt32(chunk)
                     consumed += chunk
                 }
@@ -249,7 +264,9 @@ public struct ZipArchive: Sendable {
             if produced > expected {
                 throw .limitExceeded(path: path, what: "expansion of member '\(member)' (declared \(expected) bytes)", limit: expected)
             }
-            throw .malformed(path: path, offset: nil, reason: "member '\(member)' does not inflate to its declared \(expected) bytes (zlib status \(status))")
+            throw .malformed(
+                path: path, offset: nil,
+                reason: "member '\(member)' does not inflate to its declared \(expected) bytes (zlib status \(status))")
         }
         output.removeLast()
         return output

@@ -26,11 +26,15 @@ struct KerasMMoEImporter {
         return try Tensor(float32: weight, shape: [units, inputs])
     }
 
-    mutating func build(keys: inout CheckpointKeys, builder: inout CanonicalBuilder, notes: inout [ImportNote]) throws(ImportError) -> ModelSpec {
+    mutating func build(keys: inout CheckpointKeys, builder: inout CanonicalBuilder, notes: inout [ImportNote]) throws(ImportError)
+        -> ModelSpec
+    {
         let args = conversion.args
         let layer = try args.string("mmoe_layer") ?? "mmoe"
         let taskSpecs = conversion.tasks
-        guard !taskSpecs.isEmpty else { throw .mismatch(path: conversion.file, reason: "keras-mmoe needs \"tasks\" with each task's tower layer names") }
+        guard !taskSpecs.isEmpty else {
+            throw .mismatch(path: conversion.file, reason: "keras-mmoe needs \"tasks\" with each task's tower layer names")
+        }
         let positional = keys.has("\(layer)/var0")
         func name(_ keras2: String, _ position: Int) -> String { positional ? "\(layer)/var\(position)" : "\(layer)/\(keras2)" }
         guard let kernelShape = keys.shape(name("expert_kernel", 0)), kernelShape.count == 3 else {
@@ -41,7 +45,9 @@ struct KerasMMoEImporter {
         let hasExpertBias = keys.shape(name("expert_bias", 1)) == [units, experts]
         let gateBase = hasExpertBias ? 2 : 1
         for (key, value) in [("units", units), ("num_experts", experts)] {
-            if let given = try args.int(key), given != value { throw .mismatch(path: path, reason: "\(key) is \(given) but the checkpoint has \(value)") }
+            if let given = try args.int(key), given != value {
+                throw .mismatch(path: path, reason: "\(key) is \(given) but the checkpoint has \(value)")
+            }
         }
         // Features in the order the model concatenates them: dense values as they are, sparse
         // ids and padded sequences through the Keras Embedding layer each names
@@ -83,7 +89,8 @@ struct KerasMMoEImporter {
         }
         var gates: [MLP] = []
         for t in 0..<tasks {
-            let gateKernel = try NativeMappingImporter.transposed(try keys.take(name("gate_kernel_task_\(t)", gateBase + t), shape: [inputs, experts]), name: "gate \(t)")
+            let gateKernel = try NativeMappingImporter.transposed(
+                try keys.take(name("gate_kernel_task_\(t)", gateBase + t), shape: [inputs, experts]), name: "gate \(t)")
             let biasKey = name("gate_bias_task_\(t)", gateBase + tasks + t)
             let gateBias = keys.has(biasKey) ? try keys.take(biasKey, shape: [experts]) : nil
             gates.append(try builder.mlp("gates.\(t)", [.linear(weight: gateKernel, bias: gateBias)]))
@@ -130,7 +137,8 @@ struct KerasMMoEImporter {
         }
         notes.append(ImportNote(.inferred, "\(experts) experts of \(units) units over \(inputs) inputs, \(tasks) tasks"))
         return ModelSpec(
-            name: "keras-mmoe", tables: tables, features: features, architecture: Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers),
+            name: "keras-mmoe", tables: tables, features: features,
+            architecture: Architecture(type: .mmoe, experts: expertMLPs, gates: gates, towers: towers),
             tasks: heads, outputs: classOutputs.isEmpty ? nil : heads.map { OutputSpec(name: $0.name) } + classOutputs,
             metadata: ["source_framework": "keras-mmoe"])
     }
