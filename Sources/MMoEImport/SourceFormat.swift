@@ -126,6 +126,9 @@ public enum ModelImporter {
             } catch {
                 throw .hdf5(error)
             }
+        case .onnx where conversionSpecPath == nil:
+            if let result = try OnnxRoundTrip.load(path: path) { return result }
+            return try CheckpointConverter.convert(path: path, format: format, conversionSpecPath: nil)
         default:
             // Without a conversion spec the framework, model and features are inferred from the
             // checkpoint's keys where possible (with notes on every assumption).

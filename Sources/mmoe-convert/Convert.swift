@@ -8,7 +8,7 @@ import MMoERuntime
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a checkpoint or model file to .mmoe or HDF5.",
+        abstract: "Convert a checkpoint or model file to .mmoe, HDF5 or ONNX.",
         discussion: """
             The input format is detected from the file's bytes: torch.save archives (.pt/.pth),
             safetensors, .npz, Keras HDF5 weights (.h5, .weights.h5) and .keras archives, TF2
@@ -25,6 +25,13 @@ struct Convert: ParsableCommand {
               mmoe-convert convert deepctr.h5 --spec conversion.json -o deepctr.mmoe
               mmoe-convert convert mmoe.onnx -o mmoe.mmoe
               mmoe-convert convert mmoe.mmoe -o small.mmoe --dtype bf16 --quantize-embeddings int8
+              mmoe-convert convert mmoe.mmoe -o mmoe.onnx --opset 17 --triton model_repository
+
+            ONNX output (by the .onnx extension or --to onnx): standard operators only, a dynamic
+            batch axis, one named input per feature (int64 [N] ids, int64 [N, L] padded
+            sequences, float32 [N, W] dense), one output per model output; batch norm folded;
+            the spec kept as metadata so the file converts back without a spec. --triton DIR
+            also writes DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx.
             """)
 
     @Argument(help: "The file to convert.")
@@ -40,8 +47,20 @@ struct Convert: ParsableCommand {
         name: .long, help: "Input format, when detection is not wanted: \(SourceFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
     var from: String?
 
-    @Option(name: .long, help: "Output format: mmoe or h5 (default: by the output's extension, else mmoe).")
+    @Option(name: .long, help: "Output format: mmoe, h5 or onnx (default: by the output's extension, else mmoe).")
     var to: String?
+
+    @Option(name: .long, help: "ONNX operator set, 13 to 21.")
+    var opset = 17
+
+    @Option(name: .long, help: "With ONNX output: also write a Triton model repository entry under this folder.")
+    var triton: String?
+
+    @Option(name: .long, help: "With --triton: the model's name in the repository (default: the output's base name).")
+    var tritonName: String?
+
+    @Option(name: .long, help: "With --triton: max_batch_size in config.pbtxt.")
+    var tritonMaxBatch = 4096
 
     @Option(name: .long, help: "Store floating-point weights as f32, f16 or bf16 (default: as in the source).")
     var dtype: String?
@@ -53,7 +72,9 @@ struct Convert: ParsableCommand {
         try requireFile(input, "input")
         if let spec { try requireFile(spec, "conversion spec") }
         if let from, SourceFormat(rawValue: from) == nil { throw ValidationError("unknown --from '\(from)'") }
-        if let to, to != "mmoe", to != "h5" { throw ValidationError("--to must be mmoe or h5") }
+        if let to, !["mmoe", "h5", "onnx"].contains(to) { throw ValidationError("--to must be mmoe, h5 or onnx") }
+        guard OnnxExporter.opsets.contains(opset) else { throw ValidationError("--opset must be between 13 and 21") }
+        guard tritonMaxBatch >= 1 else { throw ValidationError("--triton-max-batch must be at least 1") }
         if let dtype, !["f32", "f16", "bf16"].contains(dtype) { throw ValidationError("--dtype must be f32, f16 or bf16") }
         if let quantizeEmbeddings, quantizeEmbeddings != "int8" { throw ValidationError("--quantize-embeddings takes int8") }
     }
@@ -72,7 +93,13 @@ struct Convert: ParsableCommand {
             if quantizeEmbeddings == "int8" {
                 result.tensors = try ModelTransforms.quantizeEmbeddings(spec: result.spec, tensors: result.tensors)
             }
-            let format = to ?? (output.lowercased().hasSuffix(".h5") || output.lowercased().hasSuffix(".hdf5") ? "h5" : "mmoe")
+            let lower = output.lowercased()
+            let format = to ?? (lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") ? "h5" : lower.hasSuffix(".onnx") ? "onnx" : "mmoe")
+            if format == "onnx" {
+                try writeONNX(result)
+                return
+            }
+            guard triton == nil else { throw ValidationError("--triton needs ONNX output") }
             // The written model is opened (mapped, its weights packed) to prove it works: a model
             // that could not be opened here is refused before anything is written.
             let total = result.tensors.names.reduce(0) { $0 + (result.tensors[$1]?.byteCount ?? 0) }
@@ -94,5 +121,78 @@ struct Convert: ParsableCommand {
             }
             print(ModelSummary(spec: result.spec, tensors: result.tensors).text(title: "wrote \(output) (\(format))"))
         }
+    }
+
+    /// Writes the ONNX file (and its external data, and the Triton entry), then proves it
+    /// converts back: the file is read with the ONNX importer and compared with the source model.
+    func writeONNX(_ result: ImportResult) throws {
+        let dataName = (output as NSString).lastPathComponent + ".data"
+        let export = try OnnxExporter.export(
+            spec: result.spec, tensors: result.tensors, options: OnnxExportOptions(opset: opset, externalDataName: dataName))
+        var written = [output]
+        if let data = export.externalData {
+            let dataPath = ((output as NSString).deletingLastPathComponent as NSString).appendingPathComponent(dataName)
+            try FileIO.writeAtomically(path: dataPath) { (sink: inout FileSink) throws(FormatError) in try sink.write(data) }
+            written.append(dataPath)
+        }
+        try FileIO.writeAtomically(path: output) { (sink: inout FileSink) throws(FormatError) in try sink.write(export.model) }
+        // Round trip: the export must import back to a model that opens.
+        do {
+            let back = try ModelImporter.load(path: output, format: .onnx)
+            _ = try Model(spec: back.spec, tensors: back.tensors)
+        } catch {
+            for path in written { try? FileManager.default.removeItem(atPath: path) }
+            throw error
+        }
+        print("wrote \(output) (onnx, opset \(opset)\(export.externalData != nil ? ", external data \(dataName)" : ""))")
+        if let triton {
+            let name = tritonName ?? ((output as NSString).lastPathComponent as NSString).deletingPathExtension
+            let folder = (triton as NSString).appendingPathComponent(name)
+            let version = (folder as NSString).appendingPathComponent("1")
+            try FileManager.default.createDirectory(atPath: version, withIntermediateDirectories: true)
+            let config = TritonConfig.text(name: name, spec: result.spec, maxBatchSize: tritonMaxBatch)
+            try FileIO.writeAtomically(path: (folder as NSString).appendingPathComponent("config.pbtxt")) {
+                (sink: inout FileSink) throws(FormatError) in try sink.write(Array(config.utf8))
+            }
+            try FileIO.writeAtomically(path: (version as NSString).appendingPathComponent("model.onnx")) {
+                (sink: inout FileSink) throws(FormatError) in try sink.write(export.model)
+            }
+            if let data = export.externalData {
+                try FileIO.writeAtomically(path: (version as NSString).appendingPathComponent(dataName)) {
+                    (sink: inout FileSink) throws(FormatError) in try sink.write(data)
+                }
+            }
+            print("wrote \(folder)/config.pbtxt and \(folder)/1/model.onnx (Triton, onnxruntime backend)")
+        }
+    }
+}
+
+/// A Triton Inference Server model configuration for an exported model.
+enum TritonConfig {
+    static func text(name: String, spec: ModelSpec, maxBatchSize: Int) -> String {
+        func quoted(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        var text = "name: \(quoted(name))\nbackend: \"onnxruntime\"\nmax_batch_size: \(maxBatchSize)\n"
+        // Dims exclude the batch axis (Triton adds it with max_batch_size > 0); one value per
+        // example is dims [1] reshaped to a scalar, so the model sees [N].
+        let inputs = spec.features.map { feature -> String in
+            let (type, dims): (String, String)
+            switch feature.kind {
+            case .dense: (type, dims) = ("TYPE_FP32", "[ \(feature.width ?? 1) ]")
+            case .sparse: (type, dims) = ("TYPE_INT64", "[ 1 ]\n    reshape: { shape: [ ] }")
+            case .sequence: (type, dims) = ("TYPE_INT64", "[ -1 ]")
+            }
+            return "  {\n    name: \(quoted(feature.name))\n    data_type: \(type)\n    dims: \(dims)\n  }"
+        }
+        let widths = (try? spec.validateStructure().outputWidths) ?? []
+        let outputs = spec.resolvedOutputs.enumerated().map { o, output -> String in
+            let width = widths.indices.contains(o) ? widths[o] : 1
+            let dims = width == 1 ? "[ 1 ]\n    reshape: { shape: [ ] }" : "[ \(width) ]"
+            return "  {\n    name: \(quoted(output.name))\n    data_type: TYPE_FP32\n    dims: \(dims)\n  }"
+        }
+        text += "input [\n" + inputs.joined(separator: ",\n") + "\n]\n"
+        text += "output [\n" + outputs.joined(separator: ",\n") + "\n]\n"
+        text += "dynamic_batching {\n  max_queue_delay_microseconds: 100\n}\n"
+        text += "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
+        return text
     }
 }

@@ -39,6 +39,8 @@ struct OnnxGraph {
     var outputs: [String] = []
     /// The default-domain opset the model imports.
     var opset: Int?
+    /// The model's metadata_props (key → value).
+    var metadata: [String: String] = [:]
 
     /// For each value, the node producing it and the nodes reading it (indices into `nodes`).
     func links() -> (producer: [String: Int], consumers: [String: [Int]]) {
@@ -89,6 +91,20 @@ struct OnnxGraph {
                     }
                 }
                 if domain.isEmpty || domain == "ai.onnx" { result.opset = version }
+            case (14, let range?):
+                var entry = ProtoReader(bytes, path: path, range: range)
+                var key = ""
+                var value = ""
+                while !entry.atEnd {
+                    let part = try entry.field()
+                    switch (part.number, part.range) {
+                    case (1, let r?): key = entry.string(r)
+                    case (2, let r?): value = entry.string(r)
+                    default: try entry.skip(wire: part.wire)
+                    }
+                }
+                guard result.metadata.count < 1024 else { throw .limitExceeded(path: path, what: "metadata entries", limit: 1024) }
+                result.metadata[key] = value
             default:
                 try model.skip(wire: field.wire)
             }

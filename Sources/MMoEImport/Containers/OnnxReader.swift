@@ -107,6 +107,7 @@ public enum OnnxReader {
         case 7: dtype = .i64
         case 6: dtype = .i32
         case 9: dtype = .bool
+        case 3: dtype = .i8
         default: throw .unsupported(path: path, reason: "initializer '\(name)' has ONNX data type \(dataType)")
         }
         guard let count = Tensor.checkedElementCount(dims), count.multipliedReportingOverflow(by: dtype.size).overflow == false else {
