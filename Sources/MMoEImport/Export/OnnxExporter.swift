@@ -193,6 +193,8 @@ struct OnnxGraphBuilder {
         for feature in spec.features where taken.contains(feature.name) || feature.name.hasPrefix("mmoe/") {
             throw .unsupported(path: path, reason: "feature '\(feature.name)' has the name of a tensor; ONNX names must be unique")
         }
+        // Every table, used or not, so that the file converts back to the same spec.
+        for table in spec.tables { _ = try embeddingInitializers(table.name) }
         // Inputs and the concatenated input vector.
         var pieces: [String: String] = [:]
         for feature in spec.features {
@@ -255,16 +257,26 @@ struct OnnxGraphBuilder {
     /// Rows of `table` for `ids` (any shape): f32/f16/bf16 tables widened to f32; int8 tables
     /// kept as int8 codes, the looked-up codes times their row's scale.
     mutating func lookup(table: String, ids: String) throws(ImportError) -> String {
-        let name = TensorNames.embedding(table)
-        guard let weight = tensors[name] else { throw .mismatch(path: path, reason: "table '\(name)' is missing") }
-        if weight.dtype == .i8 {
-            addInitializer(name, dataType: 3, dims: weight.shape, raw: weight.bytesArray())
-            let scales = try tensor(TensorNames.embeddingScale(table))
+        let name = try embeddingInitializers(table)
+        if tensors[name]?.dtype == .i8 {
+            let scales = TensorNames.embeddingScale(table)
             let codes = node("Cast", [node("Gather", [name, ids], [.int("axis", 0)])], [.int("to", 1)])
             let scale = unsqueeze(node("Gather", [scales, ids], [.int("axis", 0)]), -1)
             return node("Mul", [codes, scale])
         }
-        return node("Gather", [try tensor(name), ids], [.int("axis", 0)])
+        return node("Gather", [name, ids], [.int("axis", 0)])
+    }
+
+    /// The initializers of a table: f32 (widened), or int8 codes and their f32 row scales.
+    mutating func embeddingInitializers(_ table: String) throws(ImportError) -> String {
+        let name = TensorNames.embedding(table)
+        guard let weight = tensors[name] else { throw .mismatch(path: path, reason: "table '\(name)' is missing") }
+        if weight.dtype == .i8 {
+            addInitializer(name, dataType: 3, dims: weight.shape, raw: weight.bytesArray())
+            _ = try tensor(TensorNames.embeddingScale(table))
+            return name
+        }
+        return try tensor(name)
     }
 
     /// A pooled sequence: padding positions skipped (looked up as row 0, masked out).
