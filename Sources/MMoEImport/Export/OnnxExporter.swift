@@ -83,6 +83,7 @@ struct OnnxGraphBuilder {
     var initializers: [Initializer] = []
     var initializerNames: Set<String> = []
     var counter = 0
+    var stackedExperts: [String: String] = [:]
     /// A dimension of a graph input or output: fixed, or named (dynamic).
     enum Dim {
         case fixed(Int)
@@ -363,7 +364,9 @@ struct OnnxGraphBuilder {
     /// softmax(gate logits) · experts: `[N, 1, E] x [N, E, H] -> [N, H]`.
     mutating func mix(gate logits: String, experts: [String]) -> String {
         let weights = node("Softmax", [logits], [.int("axis", 1)])
-        let stacked = node("Concat", experts.map { unsqueeze($0, 1) }, [.int("axis", 1)])
+        let key = experts.joined(separator: "\u{0}")
+        let stacked = stackedExperts[key] ?? node("Concat", experts.map { unsqueeze($0, 1) }, [.int("axis", 1)])
+        stackedExperts[key] = stacked  // gates mixing the same experts share one stack
         let product = node("MatMul", [unsqueeze(weights, 1), stacked])
         return node("Squeeze", [product, ints([1])])
     }
