@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # Formatting is part of the build: the committed .swift-format, checked with the toolchain's swift-format.
 swift format lint --strict --recursive Package.swift Sources Tests FuzzTesting/Package.swift FuzzTesting/Sources
+# ONNX exports are checked in ONNX Runtime itself: a virtual environment with onnxruntime, onnx, numpy.
+bash scripts/onnx-venv.sh > /dev/null
 swift test
 # The runtime again on its portable BLAS path (the packed AVX2 kernel is chosen per process).
 MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests
