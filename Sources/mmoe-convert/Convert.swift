@@ -170,7 +170,9 @@ struct Convert: ParsableCommand {
 /// A Triton Inference Server model configuration for an exported model.
 enum TritonConfig {
     static func text(name: String, spec: ModelSpec, maxBatchSize: Int) -> String {
-        func quoted(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        func quoted(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
         var text = "name: \(quoted(name))\nbackend: \"onnxruntime\"\nmax_batch_size: \(maxBatchSize)\n"
         // Dims exclude the batch axis (Triton adds it with max_batch_size > 0); one value per
         // example is dims [1] reshaped to a scalar, so the model sees [N].

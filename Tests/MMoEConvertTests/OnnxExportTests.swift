@@ -19,7 +19,9 @@ let onnxPython: Result<String, PNGImage.Failure> = {
     process.waitUntilExit()
     let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
     guard process.terminationStatus == 0, FileManager.default.isExecutableFile(atPath: path) else {
-        return .failure(PNGImage.Failure(description: "scripts/onnx-venv.sh could not make the ONNX Runtime environment (pip install onnxruntime onnx numpy)"))
+        return .failure(
+            PNGImage.Failure(
+                description: "scripts/onnx-venv.sh could not make the ONNX Runtime environment (pip install onnxruntime onnx numpy)"))
     }
     return .success(path)
 }()
@@ -46,7 +48,8 @@ func runOnnxRuntime(_ cases: [OnnxCase], in folder: TemporaryFolder) throws -> [
     process.waitUntilExit()
     var reports: [String: [String: Any]] = [:]
     for line in text.split(separator: "\n") {
-        guard let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let model = report["model"] as? String else { continue }
+        guard let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let model = report["model"] as? String
+        else { continue }
         reports[model] = report
     }
     return reports
@@ -87,7 +90,8 @@ struct OnnxExportTests {
             for name in ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted() {
                 let folder = root + "/" + name
                 guard FileManager.default.fileExists(atPath: folder + "/conversion.json") else { continue }
-                for file in ["model.pt", "model.safetensors", "model.h5", "model.weights.h5"] where FileManager.default.fileExists(atPath: folder + "/" + file) {
+                for file in ["model.pt", "model.safetensors", "model.h5", "model.weights.h5"]
+                where FileManager.default.fileExists(atPath: folder + "/" + file) {
                     result.append((group + "/" + name, file))
                     break
                 }
@@ -114,7 +118,9 @@ struct OnnxExportTests {
             for opset in opsets {
                 let export = try OnnxExporter.export(spec: result.spec, tensors: result.tensors, options: OnnxExportOptions(opset: opset))
                 let path = try write(export, named: "m\(index)-\(opset).onnx", in: folder)
-                cases.append(OnnxCase(model: path, inputs: source + "/inputs.npz", expected: [source + "/outputs.npz", folder.file("ours\(index).npz")]))
+                cases.append(
+                    OnnxCase(
+                        model: path, inputs: source + "/inputs.npz", expected: [source + "/outputs.npz", folder.file("ours\(index).npz")]))
                 // Round trip: the file converts back without a spec and predicts what the source model predicts.
                 let back = try ModelImporter.load(path: path)
                 #expect(back.spec.resolvedOutputs.map(\.name) == result.spec.resolvedOutputs.map(\.name))
@@ -122,7 +128,9 @@ struct OnnxExportTests {
                 for name in ours.outputNames {
                     let (a, b) = (ours[name] ?? [], again[name] ?? [])
                     #expect(a.count == b.count)
-                    for i in 0..<min(a.count, b.count) { #expect(abs(a[i] - b[i]) <= 1e-5 + 1e-4 * abs(a[i]), "\(fixture) \(name)[\(i)] round trip") }
+                    for i in 0..<min(a.count, b.count) {
+                        #expect(abs(a[i] - b[i]) <= 1e-5 + 1e-4 * abs(a[i]), "\(fixture) \(name)[\(i)] round trip")
+                    }
                 }
             }
         }
@@ -136,7 +144,9 @@ struct OnnxExportTests {
                 worst = max(worst, output["max_scaled_err"] as? Double ?? .infinity)
             }
         }
-        print("ONNX export parity: \(cases.count) exports of \(Self.fixtures.count) fixtures, worst |ONNX Runtime - reference| / max(1, |reference|) = \(worst)")
+        print(
+            "ONNX export parity: \(cases.count) exports of \(Self.fixtures.count) fixtures, worst |ONNX Runtime - reference| / max(1, |reference|) = \(worst)"
+        )
         #expect(worst < 1e-5)
     }
 
@@ -211,7 +221,8 @@ struct OnnxExportTests {
         let source = fixturesPath + "/torch/rechub_ple"
         let result = try ModelImporter.load(path: source + "/model.pt", conversionSpecPath: source + "/conversion.json")
         let export = try OnnxExporter.export(
-            spec: result.spec, tensors: result.tensors, options: OnnxExportOptions(externalDataThreshold: 0, externalDataName: "ple.onnx.data"))
+            spec: result.spec, tensors: result.tensors,
+            options: OnnxExportOptions(externalDataThreshold: 0, externalDataName: "ple.onnx.data"))
         let data = try #require(export.externalData)
         let inline = try OnnxExporter.export(spec: result.spec, tensors: result.tensors)
         #expect(inline.externalData == nil)
@@ -224,7 +235,8 @@ struct OnnxExportTests {
         for name in want.outputNames {
             for (a, b) in zip(want[name] ?? [], got[name] ?? []) { #expect(abs(a - b) <= 1e-5 + 1e-4 * abs(a), "\(name)") }
         }
-        let reports = try runOnnxRuntime([OnnxCase(model: path, inputs: source + "/inputs.npz", expected: [source + "/outputs.npz"])], in: folder)
+        let reports = try runOnnxRuntime(
+            [OnnxCase(model: path, inputs: source + "/inputs.npz", expected: [source + "/outputs.npz"])], in: folder)
         #expect(reports[path]?["ok"] as? Bool == true, "\(reports[path] ?? [:])")
         // Without its side file the export is refused, naming the missing file.
         try FileManager.default.removeItem(atPath: folder.file("ple.onnx.data"))
@@ -238,7 +250,9 @@ struct OnnxExportTests {
         let source = fixturesPath + "/keras/keras_mmoe_census"
         let onnx = folder.file("census.onnx")
         let repository = folder.file("repo")
-        let run = try mmoeConvert(["convert", source + "/model.h5", "--spec", source + "/conversion.json", "-o", onnx, "--opset", "18", "--triton", repository])
+        let run = try mmoeConvert([
+            "convert", source + "/model.h5", "--spec", source + "/conversion.json", "-o", onnx, "--opset", "18", "--triton", repository,
+        ])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("wrote \(onnx) (onnx, opset 18)"))
         let config = try String(contentsOfFile: repository + "/census/config.pbtxt", encoding: .utf8)

@@ -118,6 +118,7 @@ public enum RandomSpecs {
         var outputs = tasks.map { OutputSpec(name: $0.name) } + classOutputs
         let scalar = tasks.filter { $0.head != .softmax }.map(\.name) + classOutputs.map(\.name)
         if scalar.count >= 2, r.int(2) == 0 { outputs.append(OutputSpec(name: "product", product: [scalar[0], scalar[1]])) }
-        return ModelSpec(name: "random", tables: tables, features: features, concat: concat, architecture: architecture, tasks: tasks, outputs: outputs)
+        return ModelSpec(
+            name: "random", tables: tables, features: features, concat: concat, architecture: architecture, tasks: tasks, outputs: outputs)
     }
 }

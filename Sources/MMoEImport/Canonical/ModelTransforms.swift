@@ -82,7 +82,8 @@ extension ModelTransforms {
                     case .batchNorm(let eps, let affine) = mlp.layers[i + 1]
                 {
                     do throws(ModelError) {
-                        let (w, b) = try foldedLinear(path: path, index: i, units: units, bias: bias, eps: eps, affine: affine, tensors: tensors)
+                        let (w, b) = try foldedLinear(
+                            path: path, index: i, units: units, bias: bias, eps: eps, affine: affine, tensors: tensors)
                         replaced[TensorNames.layer(path, newIndex, "weight")] = w
                         replaced[TensorNames.layer(path, newIndex, "bias")] = b
                     } catch {

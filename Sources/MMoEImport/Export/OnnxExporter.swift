@@ -298,7 +298,8 @@ struct OnnxGraphBuilder {
             return reduceSum(node("Mul", [rows, weights]), axis: 1, keepdims: false)
         case .mean:
             let sum = reduceSum(node("Mul", [rows, weights]), axis: 1, keepdims: false)
-            let denominator = node("Max", [node("Add", [count, scalar(Float(feature.meanEpsilon ?? 0))]), scalar(Float.leastNormalMagnitude)])
+            let denominator = node(
+                "Max", [node("Add", [count, scalar(Float(feature.meanEpsilon ?? 0))]), scalar(Float.leastNormalMagnitude)])
             return node("Div", [sum, denominator])
         case .max:
             let masked = node("Where", [unsqueeze(mask, -1), rows, scalar(-Float.infinity)])
@@ -324,7 +325,9 @@ struct OnnxGraphBuilder {
                 return Array(repeating: mixed, count: tasks)
             }
             var result: [String] = []
-            for (t, gate) in (a.gates ?? []).enumerated() { result.append(mix(gate: try mlp(gate, path: "gates.\(t)", input), experts: experts)) }
+            for (t, gate) in (a.gates ?? []).enumerated() {
+                result.append(mix(gate: try mlp(gate, path: "gates.\(t)", input), experts: experts))
+            }
             return result
         case .ple:
             var taskInputs = Array(repeating: input, count: tasks)
@@ -333,11 +336,15 @@ struct OnnxGraphBuilder {
                 var specific: [[String]] = []
                 for (t, list) in level.specificExperts.enumerated() {
                     var outs: [String] = []
-                    for (j, expert) in list.enumerated() { outs.append(try mlp(expert, path: "levels.\(l).specific_experts.\(t).\(j)", taskInputs[t])) }
+                    for (j, expert) in list.enumerated() {
+                        outs.append(try mlp(expert, path: "levels.\(l).specific_experts.\(t).\(j)", taskInputs[t]))
+                    }
                     specific.append(outs)
                 }
                 var sharedExperts: [String] = []
-                for (k, expert) in level.sharedExperts.enumerated() { sharedExperts.append(try mlp(expert, path: "levels.\(l).shared_experts.\(k)", shared)) }
+                for (k, expert) in level.sharedExperts.enumerated() {
+                    sharedExperts.append(try mlp(expert, path: "levels.\(l).shared_experts.\(k)", shared))
+                }
                 var next: [String] = []
                 for t in 0..<tasks {
                     let gate = try mlp(level.specificGates[t], path: "levels.\(l).specific_gates.\(t)", taskInputs[t])
@@ -410,7 +417,8 @@ struct OnnxGraphBuilder {
                 let beta = affine ? try tensor(name("bias")) : floats([Float](repeating: 0, count: w), dims: [w])
                 x = node("BatchNormalization", [x, gamma, beta, mean, variance], [.float("epsilon", Float(eps))])
             case .layerNorm(let eps, let affine):
-                x = try layerNorm(x, eps: eps, gamma: affine ? try tensor(name("weight")) : nil, beta: affine ? try tensor(name("bias")) : nil)
+                x = try layerNorm(
+                    x, eps: eps, gamma: affine ? try tensor(name("weight")) : nil, beta: affine ? try tensor(name("bias")) : nil)
             case .relu: x = node("Relu", [x])
             case .sigmoid: x = node("Sigmoid", [x])
             case .tanh: x = node("Tanh", [x])
@@ -423,7 +431,8 @@ struct OnnxGraphBuilder {
                     x = node("Gelu", [x], [.string("approximate", tanhApproximation ? "tanh" : "none")])
                 } else if tanhApproximation {
                     let cube = node("Mul", [node("Mul", [x, x]), x])
-                    let inner = node("Mul", [node("Add", [x, node("Mul", [cube, scalar(0.044715)])]), scalar(Float((2 / Double.pi).squareRoot()))])
+                    let inner = node(
+                        "Mul", [node("Add", [x, node("Mul", [cube, scalar(0.044715)])]), scalar(Float((2 / Double.pi).squareRoot()))])
                     x = node("Mul", [node("Mul", [x, scalar(0.5)]), node("Add", [node("Tanh", [inner]), scalar(1)])])
                 } else {
                     let erf = node("Erf", [node("Div", [x, scalar(Float(2.0.squareRoot()))])])
@@ -437,7 +446,9 @@ struct OnnxGraphBuilder {
                     let w = node("Cast", [node("Gather", [node("Shape", [x]), ints([1], dims: [])])], [.int("to", 1)])
                     let mean = node("Div", [reduceSum(x, axis: 1, keepdims: true), w])
                     let centred = node("Sub", [x, mean])
-                    let spread = node("Add", [reduceSum(node("Mul", [centred, centred]), axis: 1, keepdims: true), node("Mul", [w, scalar(Float(eps))])])
+                    let spread = node(
+                        "Add",
+                        [reduceSum(node("Mul", [centred, centred]), axis: 1, keepdims: true), node("Mul", [w, scalar(Float(eps))])])
                     p = node("Sigmoid", [node("Div", [centred, node("Sqrt", [spread])])])
                 case .deepctr, .deepctrTorch:
                     let std = node("Sqrt", [node("Add", [try tensor(name("running_var")), scalar(Float(eps))])])
@@ -489,7 +500,9 @@ struct OnnxGraphBuilder {
                     while side.count % 64 != 0 { side.append(0) }
                     let offset = side.count
                     side += initializer.raw
-                    for (key, value) in [("location", options.externalDataName), ("offset", "\(offset)"), ("length", "\(initializer.raw.count)")] {
+                    for (key, value) in [
+                        ("location", options.externalDataName), ("offset", "\(offset)"), ("length", "\(initializer.raw.count)"),
+                    ] {
                         t.message(13) { entry in
                             entry.string(1, key)
                             entry.string(2, value)

@@ -26,7 +26,8 @@ enum OnnxRoundTrip {
             }
             do throws(ModelError) {
                 if source.dtype == .i8 {
-                    tensors.set(try Tensor(dtype: .i8, shape: source.shape, storage: source.storage, byteOffset: source.byteOffset), named: name)
+                    tensors.set(
+                        try Tensor(dtype: .i8, shape: source.shape, storage: source.storage, byteOffset: source.byteOffset), named: name)
                 } else {
                     tensors.set(try source.modelTensor(), named: name)
                 }
