@@ -10,3 +10,5 @@ bash scripts/onnx-venv.sh > /dev/null
 swift test
 # The runtime again on its portable BLAS path (the packed AVX2 kernel is chosen per process).
 MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests
+# bfloat16 products without AMX tiles (VDPBF16PS only), where the CPU has AMX (elsewhere the same run again).
+MMOE_NO_AMX=1 swift test --skip-build --filter KernelPathTests

@@ -25,7 +25,7 @@ enum Kernels {
     /// Weights (n x k) from which a batch-1 multiply is split over threads, per path: measured
     /// on each CPU (Docs/PERFORMANCE.md) — waking a second thread costs ~20 us, which the AVX2
     /// machine's small layers did not repay, while the AVX-512 machine's 170 x 2112 first layer does.
-    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 ? 300_000 : 4_000_000 }
+    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 300_000 : 4_000_000 }
 
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
@@ -45,7 +45,23 @@ enum Kernels {
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
                     let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
-                    let gemm = path == .avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
+                    if step.vnni {
+                        let weights = UnsafeRawPointer(packedBase).assumingMemoryBound(to: UInt16.self)
+                        if splits <= 1 {
+                            mmoe_gemm_vnni(
+                                Int32(rows), Int32(n), Int32(k), a, Int32(lda), weights, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels))
+                            return
+                        }
+                        let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
+                        DispatchQueue.concurrentPerform(iterations: splits) { part in
+                            mmoe_gemm_vnni(
+                                Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed.assumingMemoryBound(to: UInt16.self),
+                                addresses.bias, addresses.relu, addresses.c, Int32(ldc), Int32(panels * part / splits),
+                                Int32(panels * (part + 1) / splits))
+                        }
+                        return
+                    }
+                    let gemm = path == .avx512 || path == .avx512bf16 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
                     if splits <= 1 {
                         gemm(
                             Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c,

@@ -73,7 +73,7 @@ public final class Model: Sendable {
         self.inputs = inputs
         self.featureIndex = featureIndex
 
-        var compiler = PlanCompiler(spec: spec, tensors: tensors, packed: self.kernel.isPacked)
+        var compiler = PlanCompiler(spec: spec, tensors: tensors, packed: self.kernel.isPacked, bf16Products: self.kernel == .avx512bf16)
         let input = compiler.allocate(width: layout.inputWidth)
         let towerInputs = try compiler.compileArchitecture(input: input)
         var towerItems: [(input: View, mlp: MLP, path: String)] = []

@@ -11,6 +11,11 @@ public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible 
     case avx2
     /// The packed 12 x 32 AVX-512F kernel (1 x 16 rows for batch 1).
     case avx512
+    /// The AVX-512 kernel, and bfloat16 products with float32 accumulation for layers whose
+    /// weights are stored as bfloat16 (`convert --dtype bf16`): AMX-BF16 tiles for 16 rows and
+    /// more where the CPU has them, AVX512-BF16 otherwise. Models with float32 weights run
+    /// exactly as on `avx512`.
+    case avx512bf16
 
     public var description: String { rawValue }
 
@@ -20,6 +25,7 @@ public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible 
         case .blas: true
         case .avx2: mmoe_kernels_available() != 0
         case .avx512: mmoe_kernels_available() != 0 && mmoe_avx512_supported() != 0
+        case .avx512bf16: KernelPath.avx512.isSupported && mmoe_bf16_compute_support() & 1 != 0
         }
     }
 
@@ -27,14 +33,25 @@ public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible 
     var isPacked: Bool { self != .blas }
 
     /// The fastest path this CPU supports.
-    public static var best: KernelPath { [.avx512, .avx2].first { $0.isSupported } ?? .blas }
+    /// `avx512bf16` only where AMX tiles are available: measured on an Intel Xeon with AMX,
+    /// VDPBF16PS alone was slower than the float32 AVX-512 kernel over bf16 panels at batch 256
+    /// and above (Docs/PERFORMANCE.md); elsewhere choose it with `MMOE_KERNEL=avx512bf16`.
+    public static var best: KernelPath {
+        if KernelPath.avx512bf16.isSupported, hasAMX { return .avx512bf16 }
+        return [.avx512, .avx2].first { $0.isSupported } ?? .blas
+    }
 
-    /// The process default: `MMOE_KERNEL=blas|avx2|avx512` when set and supported, else the
+    /// Whether this CPU multiplies bfloat16 on AMX tiles on the `avx512bf16` path (batches of
+    /// 16 rows and more; `MMOE_NO_AMX` turns it off).
+    public static var hasAMX: Bool { mmoe_bf16_compute_support() & 2 != 0 }
+
+    /// The process default: `MMOE_KERNEL=blas|avx2|avx512|avx512bf16` when set and supported, else the
     /// fastest path the CPU supports (an unsupported or unknown choice says so on stderr once).
     public static let processDefault: KernelPath = {
         guard let value = getenv("MMOE_KERNEL").map({ String(cString: $0) }), !value.isEmpty else { return best }
         guard let path = KernelPath(rawValue: value.lowercased()) else {
-            FileHandle.standardError.write(Data("swift-mmoe: MMOE_KERNEL=\(value) is not one of blas, avx2, avx512; using \(best)\n".utf8))
+            FileHandle.standardError.write(
+                Data("swift-mmoe: MMOE_KERNEL=\(value) is not one of blas, avx2, avx512, avx512bf16; using \(best)\n".utf8))
             return best
         }
         guard path.isSupported else {
@@ -64,6 +81,46 @@ enum PackedKernel {
             return (try packBF16(pieces: pieces, outputs: outputs, inputs: inputs), true)
         }
         return (try packFloat(pieces: pieces, outputs: outputs, inputs: inputs), false)
+    }
+
+    /// Weights in pairs along k for bfloat16 products (two bfloat16 to a Float of the returned
+    /// array): bf16 tensors as stored, a folded batch norm applied first and rounded.
+    static func packVNNI(pieces: [(column: Int, outputs: Int, weight: DenseWeight)], outputs: Int, inputs: Int) throws(ModelError)
+        -> [Float]
+    {
+        let kpad = (inputs + 31) / 32 * 32
+        let halves = mmoe_vnni_size(Int32(inputs), Int32(outputs))
+        var packed = [Float](repeating: 0, count: max((halves + 1) / 2, 1))
+        var failure: ModelError?
+        for piece in pieces where failure == nil {
+            let weight = piece.weight
+            let values: [Float]
+            if weight.rowScales.isEmpty {
+                values = []
+            } else {
+                do throws(ModelError) { values = try weight.materialized() } catch {
+                    failure = error
+                    break
+                }
+            }
+            packed.withUnsafeMutableBytes { raw in
+                let destination = raw.bindMemory(to: UInt16.self)
+                guard let d = destination.baseAddress else { return }
+                let status: Int64
+                if values.isEmpty {
+                    guard let source = weight.tensor.rawBytes.baseAddress else { return }
+                    status = mmoe_pack_vnni(source, 1, Int32(inputs), Int32(piece.outputs), d + piece.column * kpad)
+                } else {
+                    status = values.withUnsafeBytes { source in
+                        guard let base = source.baseAddress else { return -1 }
+                        return mmoe_pack_vnni(base, 0, Int32(inputs), Int32(piece.outputs), d + piece.column * kpad)
+                    }
+                }
+                if status >= 0 { failure = .nonFiniteTensor(name: weight.name, index: Int(status)) }
+            }
+        }
+        if let failure { throw failure }
+        return packed
     }
 
     /// bfloat16 panels, two values to a Float of the returned array.

@@ -42,6 +42,9 @@ struct GemmStep: Sendable {
     var relu: [UInt8]
     /// Whether `packed` holds bfloat16 panels (weights stored as bf16, no batch norm folded).
     var packedBF16 = false
+    /// Whether `packed` holds bfloat16 weights in pairs along k for bfloat16 products
+    /// (`KernelPath.avx512bf16` on a model whose weights are stored as bf16).
+    var vnni = false
 }
 
 /// One step of the compiled program.
@@ -129,11 +132,15 @@ struct PlanCompiler {
     var steps: [Step] = []
     var gates: [GatePlan] = []
 
-    init(spec: ModelSpec, tensors: TensorStore, packed: Bool) {
+    init(spec: ModelSpec, tensors: TensorStore, packed: Bool, bf16Products: Bool = false) {
         self.spec = spec
         self.tensors = tensors
         packedKernel = packed
+        self.bf16Products = bf16Products
     }
+
+    /// Whether layers whose weights are stored as bfloat16 multiply in bfloat16.
+    let bf16Products: Bool
 
     /// Whether the weights are packed for the packed kernels (else BLAS runs them as stored).
     let packedKernel: Bool
@@ -193,11 +200,17 @@ struct PlanCompiler {
                 remaining.append((View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), ops))
             }
         }
-        let (packed, isBF16) = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
-        steps.append(
-            .gemm(
-                GemmStep(
-                    input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
+        if bf16Products, !pieces.isEmpty, pieces.allSatisfy({ $0.weight.tensor.dtype == .bf16 }) {
+            let packed = try PackedKernel.packVNNI(pieces: pieces, outputs: output.width, inputs: input.width)
+            steps.append(
+                .gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, vnni: true)))
+        } else {
+            let (packed, isBF16) = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
+            steps.append(
+                .gemm(
+                    GemmStep(
+                        input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
+        }
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }
 

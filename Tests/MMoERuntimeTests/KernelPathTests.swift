@@ -12,13 +12,13 @@ import Testing
 struct KernelPathTests {
     static let rows = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 97, 131, 300]
 
-    static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64) throws {
+    static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64, tolerance: Double = 4e-6) throws {
         let model = try Model(spec: spec, tensors: tensors, kernel: path)
         #expect(model.kernel == path)
         for count in rows {
             let batch = randomBatch(for: spec, rows: count, seed: UInt64(count) + seed)
             let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: count)
-            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: count, tolerance: 4e-6)
+            expectClose(try model.predict(batch, options: PredictOptions(includeGates: true)), reference, rows: count, tolerance: tolerance)
         }
     }
 
@@ -84,7 +84,38 @@ struct KernelPathTests {
         for name in bf16.names where name.hasSuffix("weight") {
             if let tensor = bf16[name], tensor.shape.count == 2 { bf16.set(try tensor.converted(to: .bf16), named: name) }
         }
-        try Self.check(folded, bf16, path: path, rows: Self.rows, seed: 3)
+        // bf16 weights multiply in bfloat16 on avx512bf16 (activations rounded to 8 bits of mantissa).
+        try Self.check(folded, bf16, path: path, rows: Self.rows, seed: 3, tolerance: path == .avx512bf16 ? 3e-2 : 4e-6)
+    }
+
+    @Test("bfloat16 products (avx512bf16): AMX tiles and VDPBF16PS rows within bf16 rounding of the reference, not the float32 results")
+    func bf16Products() throws {
+        guard KernelPath.avx512bf16.isSupported else {
+            print("kernel path avx512bf16: SKIPPED, this CPU lacks AVX512-BF16")
+            return
+        }
+        print("kernel path avx512bf16: tested, AMX \(KernelPath.hasAMX ? "available" : "not available")")
+        for sample in SampleSpecs.all {
+            var tensors = try randomTensors(for: sample.spec, seed: 8)
+            for name in tensors.names where name.hasSuffix("weight") {
+                if let tensor = tensors[name], tensor.shape.count == 2, !name.hasPrefix("embeddings.") {
+                    tensors.set(try tensor.converted(to: .bf16), named: name)
+                }
+            }
+            let products = try Model(spec: sample.spec, tensors: tensors, kernel: .avx512bf16)
+            let widened = try Model(spec: sample.spec, tensors: tensors, kernel: .avx512)
+            var differs = false
+            // Rows below 16 run on VDPBF16PS (1 row, 8-row groups), 16 and more on AMX tiles where present.
+            for rows in [1, 3, 9, 16, 33, 300] {
+                let batch = randomBatch(for: sample.spec, rows: rows, seed: UInt64(rows))
+                let reference = ReferenceEvaluator(spec: sample.spec, tensors: tensors).predict(batch, rows: rows)
+                let got = try products.predict(batch, options: PredictOptions(includeGates: true))
+                expectClose(got, reference, rows: rows, tolerance: 3e-2)
+                let exact = try widened.predict(batch)
+                differs = differs || got.outputNames.contains { got[$0] != exact[$0] }
+            }
+            #expect(differs, "\(sample.name): bfloat16 products should round differently from float32 ones")
+        }
     }
 
     @Test(

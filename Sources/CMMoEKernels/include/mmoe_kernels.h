@@ -44,6 +44,26 @@ int mmoe_avx512_supported(void);
 void mmoe_gemm_packed_panels_avx512(int m, int n, int k, const float *a, int lda, const void *packed, int bf16,
                                     const float *bias, const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
 
+/// Bit 0: the CPU has AVX512-BF16 (bfloat16 products, VDPBF16PS); bit 1: AMX-BF16 tiles too,
+/// granted by the kernel (MMOE_NO_AMX in the environment clears bit 1).
+int mmoe_bf16_compute_support(void);
+
+/// bfloat16 values needed to pack a [k, n] right-hand side in pairs along k (k padded to 32).
+size_t mmoe_vnni_size(int k, int n);
+
+/// Packs w[n, k] (float32 rounded to nearest even, or bfloat16 when w_bf16 is non-zero;
+/// row-major, any alignment) into 16-column panels holding, for each pair of k, the 16
+/// columns' two values side by side; zero padded. Returns -1, or the index of the first
+/// infinite or NaN value of w.
+long long mmoe_pack_vnni(const void *w, int w_bf16, int k, int n, unsigned short *packed);
+
+/// c[m, n] = bf16(a[m, k]) x packed (+ bias[n]), ReLU on the panels where relu[p] is non-zero,
+/// for the 16-column panels [panel_begin, panel_end): bfloat16 products, float32 accumulation
+/// (AMX tiles for 16 rows and more where available, AVX512-BF16 otherwise). Call only when
+/// mmoe_bf16_compute_support() has bit 0.
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
+                    const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
+
 /// Continues a CRC-32C (Castagnoli) over `count` bytes. `state` is the running register (start
 /// with 0xFFFFFFFF, finish by XOR with 0xFFFFFFFF). Uses the SSE4.2 crc32 instruction when the
 /// CPU has it, a table otherwise.

@@ -1,0 +1,305 @@
+#include "mmoe_kernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* bfloat16 products with float32 accumulation for weights stored as bfloat16: activations are
+ * rounded to bfloat16 (nearest even) block by block, weights are packed once in pairs along k
+ * ("VNNI" order: for each 16-column panel and each pair of k, the 16 columns' two values side
+ * by side, k padded to a multiple of 32). Batches of 16 rows and more run on AMX tiles
+ * (TDPBF16PS, 32 x 32 output blocks) where the CPU and the kernel allow them; everything else
+ * on AVX512-BF16 (VDPBF16PS). Chosen at run time only. */
+
+#define NR 16
+#define KP 32 /* k padding: one AMX tile row of bfloat16 */
+
+size_t mmoe_vnni_size(int k, int n) {
+    size_t kpad = ((size_t)k + KP - 1) / KP * KP;
+    size_t panels = ((size_t)n + NR - 1) / NR;
+    return panels * NR * kpad;
+}
+
+static inline unsigned short to_bf16(float value) {
+    unsigned int bits;
+    memcpy(&bits, &value, 4);
+    bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest even (finite values only) */
+    return (unsigned short)(bits >> 16);
+}
+
+long long mmoe_pack_vnni(const void *w, int w_bf16, int k, int n, unsigned short *packed) {
+    size_t kpad = ((size_t)k + KP - 1) / KP * KP;
+    size_t pairs = kpad / 2;
+    int panels = (n + NR - 1) / NR;
+    const unsigned char *bytes = (const unsigned char *)w;
+    for (int p = 0; p < panels; p++) {
+        unsigned short *panel = packed + (size_t)p * NR * kpad;
+        for (size_t kp = 0; kp < pairs; kp++) {
+            for (int col = 0; col < NR; col++) {
+                for (int half = 0; half < 2; half++) {
+                    size_t kk = kp * 2 + (size_t)half;
+                    int out = p * NR + col;
+                    unsigned short value = 0;
+                    if (out < n && kk < (size_t)k) {
+                        size_t index = (size_t)out * (size_t)k + kk;
+                        if (w_bf16) {
+                            unsigned short raw;
+                            memcpy(&raw, bytes + index * 2, 2);
+                            if ((raw & 0x7F80u) == 0x7F80u) return (long long)index;
+                            value = raw;
+                        } else {
+                            float f;
+                            memcpy(&f, bytes + index * 4, 4);
+                            unsigned int bits;
+                            memcpy(&bits, &f, 4);
+                            if ((bits & 0x7F800000u) == 0x7F800000u) return (long long)index;
+                            value = to_bf16(f);
+                        }
+                    }
+                    panel[(kp * NR + (size_t)col) * 2 + (size_t)half] = value;
+                }
+            }
+        }
+    }
+    return -1;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int support_state = -1;
+
+int mmoe_bf16_compute_support(void) {
+    int state = __atomic_load_n(&support_state, __ATOMIC_ACQUIRE);
+    if (state >= 0) return state;
+    int result = 0;
+    unsigned int a, b, c, d;
+    if (mmoe_avx512_supported() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) {
+        result |= 1; /* AVX512_BF16 */
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24))) {
+            /* AMX-BF16 and AMX-TILE: Linux hands out tile state only on request
+             * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA). */
+            if (syscall(SYS_arch_prctl, 0x1023, 18) == 0) result |= 2;
+        }
+    }
+    if (getenv("MMOE_NO_AMX") != NULL) result &= ~2;
+    __atomic_store_n(&support_state, result, __ATOMIC_RELEASE);
+    return result;
+}
+
+/* Rows [0, rows) of a (leading dimension lda) to bfloat16, k padded with zeros to kpad, rows
+ * padded with zero rows up to total. */
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+static void convert_rows(const float *a, int lda, int rows, int total, int k, int kpad, unsigned short *out) {
+    for (int r = 0; r < total; r++) {
+        unsigned short *dst = out + (size_t)r * kpad;
+        if (r >= rows) {
+            memset(dst, 0, (size_t)kpad * 2);
+            continue;
+        }
+        const float *src = a + (size_t)r * lda;
+        int kk = 0;
+        for (; kk + 16 <= k; kk += 16) {
+            __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + kk));
+            _mm256_storeu_si256((__m256i *)(void *)(dst + kk), (__m256i)v);
+        }
+        if (kk < k) {
+            __mmask16 mask = (__mmask16)((1u << (k - kk)) - 1);
+            __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + kk));
+            _mm256_mask_storeu_epi16(dst + kk, mask, (__m256i)v);
+            kk = k;
+        }
+        memset(dst + k, 0, (size_t)(kpad - k) * 2);
+    }
+}
+
+/* Thread-local scratch for the converted activations (grown, never shrunk). */
+static __thread unsigned short *scratch = NULL;
+static __thread size_t scratch_count = 0;
+
+static unsigned short *scratch_for(size_t count) {
+    if (count > scratch_count) {
+        free(scratch);
+        scratch = (unsigned short *)aligned_alloc(64, (count * 2 + 63) / 64 * 64);
+        scratch_count = scratch ? count : 0;
+    }
+    return scratch;
+}
+
+/* Rows of a float tile plus bias, ReLU (max(0, NaN) stays NaN, as in PyTorch), masked to the
+ * valid columns. */
+static inline __attribute__((always_inline, target("avx512f"))) void store_tile(const float *tile, int ldt, int rows, int valid,
+                                                                                const float *bias, int relu, float *c, int ldc) {
+    __mmask16 mask = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
+    __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps();
+    __m512 z = _mm512_setzero_ps();
+    for (int i = 0; i < rows; i++) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(tile + (size_t)i * ldt), b);
+        if (relu) v = _mm512_max_ps(z, v);
+        _mm512_mask_storeu_ps(c + (size_t)i * ldc, mask, v);
+    }
+}
+
+/* AVX512-BF16: 8 rows x two panels (16 accumulators, one broadcast pair of a per row and
+ * pair of k); the activations hold `rows` rounded up to 8 with zero rows. */
+#define MRB 8
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+static void block_dp(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
+                     const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    size_t pairs = (size_t)kpad / 2;
+    float tile[MRB * 2 * NR];
+    for (int p = panel_begin; p < panel_end; p += 2) {
+        int two = p + 1 < panel_end;
+        const unsigned short *b0 = packed + (size_t)p * NR * kpad;
+        const unsigned short *b1 = two ? b0 + (size_t)NR * kpad : b0;
+        for (int r = 0; r < rows; r += MRB) {
+            __m512 acc[MRB][2];
+#pragma clang loop unroll(full)
+            for (int i = 0; i < MRB; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+            const unsigned short *ar = ab + (size_t)r * kpad;
+            for (size_t kp = 0; kp < pairs; kp++) {
+                __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(b0 + kp * 2 * NR));
+                __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(b1 + kp * 2 * NR));
+#pragma clang loop unroll(full)
+                for (int i = 0; i < MRB; i++) {
+                    int pair;
+                    memcpy(&pair, ar + (size_t)i * kpad + kp * 2, 4);
+                    __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+                    acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, w0);
+                    acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, w1);
+                }
+            }
+            int count = rows - r < MRB ? rows - r : MRB;
+#pragma clang loop unroll(full)
+            for (int i = 0; i < MRB; i++) {
+                _mm512_storeu_ps(tile + i * 2 * NR, acc[i][0]);
+                _mm512_storeu_ps(tile + i * 2 * NR + NR, acc[i][1]);
+            }
+            for (int j = 0; j < (two ? 2 : 1); j++) {
+                int col = (p + j) * NR;
+                int valid = n - col < NR ? n - col : NR;
+                store_tile(tile + j * NR, 2 * NR, count, valid, bias ? bias + col : NULL, relus ? relus[p + j] : 0,
+                           c + (size_t)r * ldc + col, ldc);
+            }
+        }
+    }
+}
+
+/* Batch 1: one row, one panel at a time, four accumulators over the pairs of k. */
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+static void row_dp(int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
+                   const unsigned char *relus, float *c, int panel_begin, int panel_end) {
+    size_t pairs = (size_t)kpad / 2; /* a multiple of 16 */
+    for (int p = panel_begin; p < panel_end; p++) {
+        const unsigned short *b = packed + (size_t)p * NR * kpad;
+        __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps();
+        for (size_t kp = 0; kp < pairs; kp += 4) {
+            int x0, x1, x2, x3;
+            memcpy(&x0, ab + kp * 2, 4);
+            memcpy(&x1, ab + kp * 2 + 2, 4);
+            memcpy(&x2, ab + kp * 2 + 4, 4);
+            memcpy(&x3, ab + kp * 2 + 6, 4);
+            c0 = _mm512_dpbf16_ps(c0, (__m512bh)_mm512_set1_epi32(x0), (__m512bh)_mm512_loadu_si512((const void *)(b + kp * 2 * NR)));
+            c1 = _mm512_dpbf16_ps(c1, (__m512bh)_mm512_set1_epi32(x1), (__m512bh)_mm512_loadu_si512((const void *)(b + (kp + 1) * 2 * NR)));
+            c2 = _mm512_dpbf16_ps(c2, (__m512bh)_mm512_set1_epi32(x2), (__m512bh)_mm512_loadu_si512((const void *)(b + (kp + 2) * 2 * NR)));
+            c3 = _mm512_dpbf16_ps(c3, (__m512bh)_mm512_set1_epi32(x3), (__m512bh)_mm512_loadu_si512((const void *)(b + (kp + 3) * 2 * NR)));
+        }
+        __m512 sum = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+        int col = p * NR;
+        int valid = n - col < NR ? n - col : NR;
+        __mmask16 mask = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
+        if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, bias + col));
+        if (relus && relus[p]) sum = _mm512_max_ps(_mm512_setzero_ps(), sum);
+        _mm512_mask_storeu_ps(c + col, mask, sum);
+    }
+}
+
+/* The AMX tile configuration: tiles 0-3 accumulate a 32 x 32 float block, 4-5 hold 16 rows x 32
+ * bfloat16 of activations, 6-7 16 pairs of k x 16 columns of weights. */
+struct tile_config {
+    unsigned char palette;
+    unsigned char start_row;
+    unsigned char reserved[14];
+    unsigned short colsb[16];
+    unsigned char rows[16];
+};
+
+__attribute__((target("amx-tile,amx-bf16,avx512f")))
+static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
+                      const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    struct tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.colsb[t] = 64;
+        config.rows[t] = 16;
+    }
+    _tile_loadconfig(&config);
+    float tile[32 * 32];
+    size_t stride_a = (size_t)kpad * 2;
+    for (int p = panel_begin; p < panel_end; p += 2) {
+        int two = p + 1 < panel_end;
+        const unsigned short *b0 = packed + (size_t)p * NR * kpad;
+        const unsigned short *b1 = two ? b0 + (size_t)NR * kpad : b0;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int k0 = 0; k0 < kpad; k0 += KP) {
+            _tile_loadd(4, ab + k0, stride_a);
+            _tile_loadd(5, ab + (size_t)16 * kpad + k0, stride_a);
+            _tile_loadd(6, b0 + (size_t)k0 * NR, 64);
+            _tile_loadd(7, b1 + (size_t)k0 * NR, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, tile, 128);
+        _tile_stored(1, tile + 16, 128);
+        _tile_stored(2, tile + 16 * 32, 128);
+        _tile_stored(3, tile + 16 * 32 + 16, 128);
+        for (int j = 0; j < (two ? 2 : 1); j++) {
+            int col = (p + j) * NR;
+            int valid = n - col < NR ? n - col : NR;
+            store_tile(tile + j * NR, 32, rows, valid, bias ? bias + col : NULL, relus ? relus[p + j] : 0, c + col, ldc);
+        }
+    }
+    _tile_release();
+}
+
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
+                    const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    int support = mmoe_bf16_compute_support();
+    if (!(support & 1) || m <= 0) return;
+    int kpad = (k + KP - 1) / KP * KP;
+    int amx = (support & 2) && m >= 16;
+    unsigned short *ab = scratch_for((size_t)32 * kpad);
+    if (!ab) return;
+    int block = 32; /* AMX: two 16-row tiles; otherwise four 8-row groups */
+    for (int r0 = 0; r0 < m; r0 += block) {
+        int rows = m - r0 < block ? m - r0 : block;
+        int padded = amx ? 32 : rows == 1 ? 1 : (rows + MRB - 1) / MRB * MRB;
+        convert_rows(a + (size_t)r0 * lda, lda, rows, padded, k, kpad, ab);
+        float *cb = c + (size_t)r0 * ldc;
+        if (amx) {
+            block_amx(rows, n, kpad, ab, packed, bias, relus, cb, ldc, panel_begin, panel_end);
+        } else if (rows == 1) {
+            row_dp(n, kpad, ab, packed, bias, relus, cb, panel_begin, panel_end);
+        } else {
+            block_dp(rows, n, kpad, ab, packed, bias, relus, cb, ldc, panel_begin, panel_end);
+        }
+    }
+}
+
+#else
+
+int mmoe_bf16_compute_support(void) { return 0; }
+
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
+                    const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bias; (void)relus; (void)c; (void)ldc;
+    (void)panel_begin; (void)panel_end;
+}
+#endif
