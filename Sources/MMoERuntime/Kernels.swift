@@ -49,13 +49,15 @@ enum Kernels {
                         let weights = UnsafeRawPointer(packedBase).assumingMemoryBound(to: UInt16.self)
                         if splits <= 1 {
                             mmoe_gemm_vnni(
-                                Int32(rows), Int32(n), Int32(k), a, Int32(lda), weights, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels))
+                                Int32(rows), Int32(n), Int32(k), a, Int32(lda), weights, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels)
+                            )
                             return
                         }
                         let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
                         DispatchQueue.concurrentPerform(iterations: splits) { part in
                             mmoe_gemm_vnni(
-                                Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed.assumingMemoryBound(to: UInt16.self),
+                                Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda),
+                                addresses.packed.assumingMemoryBound(to: UInt16.self),
                                 addresses.bias, addresses.relu, addresses.c, Int32(ldc), Int32(panels * part / splits),
                                 Int32(panels * (part + 1) / splits))
                         }

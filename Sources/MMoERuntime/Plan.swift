@@ -203,13 +203,15 @@ struct PlanCompiler {
         if bf16Products, !pieces.isEmpty, pieces.allSatisfy({ $0.weight.tensor.dtype == .bf16 }) {
             let packed = try PackedKernel.packVNNI(pieces: pieces, outputs: output.width, inputs: input.width)
             steps.append(
-                .gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, vnni: true)))
+                .gemm(GemmStep(input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, vnni: true))
+            )
         } else {
             let (packed, isBF16) = try PackedKernel.pack(pieces: pieces, outputs: output.width, inputs: input.width)
             steps.append(
                 .gemm(
                     GemmStep(
-                        input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)))
+                        input: input, output: output, weight: [], packed: packed, bias: hasBias ? bias : [], relu: relu, packedBF16: isBF16)
+                ))
         }
         for (view, ops) in remaining { steps.append(.pointwise(view, ops)) }
     }

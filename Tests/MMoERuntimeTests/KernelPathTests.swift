@@ -12,7 +12,9 @@ import Testing
 struct KernelPathTests {
     static let rows = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 97, 131, 300]
 
-    static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64, tolerance: Double = 4e-6) throws {
+    static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64, tolerance: Double = 4e-6)
+        throws
+    {
         let model = try Model(spec: spec, tensors: tensors, kernel: path)
         #expect(model.kernel == path)
         for count in rows {
