@@ -14,6 +14,8 @@ public enum TensorNames {
     public static func embedding(_ table: String) -> String { "embeddings.\(table).weight" }
     /// `embeddings.<table>.scale` `[vocab_size]`: per-row scales of an i8 table.
     public static func embeddingScale(_ table: String) -> String { "embeddings.\(table).scale" }
+    /// The optional per-row offsets `[vocab_size]` (f32) of an int8 table: value = code · scale + offset.
+    public static func embeddingOffset(_ table: String) -> String { "embeddings.\(table).offset" }
     /// `<mlp>.layers.<i>.<parameter>`.
     public static func layer(_ mlp: String, _ index: Int, _ parameter: String) -> String {
         "\(mlp).layers.\(index).\(parameter)"
@@ -144,6 +146,9 @@ extension ModelSpec {
             try check(TensorRequirement(name: weight, shape: [table.vocabSize, table.dim], allowed: [.f32, .f16, .bf16, .i8]))
             if tensors[weight]?.dtype == .i8 {
                 try check(TensorRequirement(name: TensorNames.embeddingScale(table.name), shape: [table.vocabSize], allowed: [.f32]))
+                if tensors[TensorNames.embeddingOffset(table.name)] != nil {
+                    try check(TensorRequirement(name: TensorNames.embeddingOffset(table.name), shape: [table.vocabSize], allowed: [.f32]))
+                }
             }
         }
         for requirement in layout.requirements { try check(requirement) }

@@ -149,6 +149,7 @@ public enum HDF5Codec {
         for table in spec.tables {
             expected[TensorNames.embedding(table.name)] = [table.vocabSize, table.dim]
             expected[TensorNames.embeddingScale(table.name)] = [table.vocabSize]
+            expected[TensorNames.embeddingOffset(table.name)] = [table.vocabSize]
         }
         var store = TensorStore()
         let datasets = file.exists("/tensors") ? try file.datasets(under: "/tensors") : []

@@ -320,8 +320,9 @@ struct EmbeddingTableView: @unchecked Sendable {
     let dim: Int
     let rows: UnsafeRawPointer
     let scales: UnsafeRawPointer?
+    let offsets: UnsafeRawPointer?
 
-    init(name: String, weight: Tensor, scale: Tensor?) throws(ModelError) {
+    init(name: String, weight: Tensor, scale: Tensor?, offset: Tensor? = nil) throws(ModelError) {
         guard weight.shape.count == 2, let base = weight.storage.bytes.baseAddress else {
             throw .invalidTensor(name: TensorNames.embedding(name), reason: "an embedding table must be a non-empty matrix")
         }
@@ -331,6 +332,7 @@ struct EmbeddingTableView: @unchecked Sendable {
         dim = weight.shape[1]
         rows = base + weight.byteOffset
         scales = scale.flatMap { s in s.storage.bytes.baseAddress.map { $0 + s.byteOffset } }
+        offsets = offset.flatMap { s in s.storage.bytes.baseAddress.map { $0 + s.byteOffset } }
         if dtype == .i8, scales == nil {
             throw .missingTensor(name: TensorNames.embeddingScale(name), expectedShape: [vocabSize])
         }
@@ -366,8 +368,10 @@ struct EmbeddingTableView: @unchecked Sendable {
             let source = (rows + id * dim).assumingMemoryBound(to: Int8.self)
             let scale =
                 scales.map { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: id * 4, as: UInt32.self))) } ?? 0
+            let offset =
+                offsets.map { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: id * 4, as: UInt32.self))) } ?? 0
             for c in 0..<dim {
-                let v = Float(source[c]) * scale
+                let v = Float(source[c]) * scale + offset
                 destination[c] = accumulate ? destination[c] + v : v
             }
         }

@@ -58,7 +58,10 @@ public final class Model: Sendable {
                 throw .missingTensor(name: TensorNames.embedding(table.name), expectedShape: [table.vocabSize, table.dim])
             }
             tableIndex[table.name] = tables.count
-            tables.append(try EmbeddingTableView(name: table.name, weight: weight, scale: tensors[TensorNames.embeddingScale(table.name)]))
+            tables.append(
+                try EmbeddingTableView(
+                    name: table.name, weight: weight, scale: tensors[TensorNames.embeddingScale(table.name)],
+                    offset: tensors[TensorNames.embeddingOffset(table.name)]))
         }
         self.tables = tables
         var inputs: [InputPlan] = []

@@ -1,6 +1,7 @@
 import Foundation
 import MMoECore
 import MMoEFormat
+import MMoEHDF5
 import MMoEImport
 import MMoERuntime
 import MMoETestSupport
@@ -157,8 +158,10 @@ struct OnnxExportTests {
         var cases: [OnnxCase] = []
         var samples = SampleSpecs.all.map { ($0.name, $0.spec, DType.f32) }
         samples += [("mmoe_f16", SampleSpecs.mmoe, .f16), ("mmoe_bf16", SampleSpecs.mmoe, .bf16), ("mmoe_i8", SampleSpecs.mmoe, .i8)]
+        samples += [("mmoe_i8_offsets", SampleSpecs.mmoe, .i8)]
         for (index, (name, spec, dtype)) in samples.enumerated() {
-            let tensors = try randomTensors(for: spec, seed: UInt64(index + 1), embeddingDType: dtype)
+            var tensors = try randomTensors(for: spec, seed: UInt64(index + 1), embeddingDType: name == "mmoe_i8_offsets" ? .f32 : dtype)
+            if name == "mmoe_i8_offsets" { tensors = try ModelTransforms.quantizeEmbeddings(spec: spec, tensors: tensors) }
             let batch = randomBatch(for: spec, rows: 9, seed: 5)
             try writeBatch(batch, to: folder.file("in\(index).npz"))
             try writeOurs(try Model(spec: spec, tensors: tensors).predict(batch), to: folder.file("ours\(index).npz"))
@@ -269,5 +272,59 @@ struct OnnxExportTests {
         let bad = try mmoeConvert(["convert", source + "/model.h5", "--spec", source + "/conversion.json", "-o", onnx, "--opset", "12"])
         #expect(bad.status == 64)
         #expect(bad.stderr.contains("--opset must be between 13 and 21"))
+    }
+}
+
+@Suite("int8 embedding tables")
+struct Int8TableTests {
+    @Test("per-row scale and offset: every value within half a step, the runtime equals the reference, .mmoe and HDF5 keep the offsets")
+    func offsets() throws {
+        let spec = SampleSpecs.mmoe
+        let source = try randomTensors(for: spec, seed: 21)
+        // Shift one table so that its rows lean to one side, where offsets matter.
+        let item = try #require(source[TensorNames.embedding("item")])
+        var shifted = source
+        shifted.set(try Tensor(float32: item.floats().map { $0 + 0.8 }, shape: item.shape), named: TensorNames.embedding("item"))
+        let quantized = try ModelTransforms.quantizeEmbeddings(spec: spec, tensors: shifted)
+        for table in spec.tables {
+            let codes = try #require(quantized[TensorNames.embedding(table.name)])
+            let scales = try #require(quantized[TensorNames.embeddingScale(table.name)]).floats()
+            let offsets = try #require(quantized[TensorNames.embeddingOffset(table.name)]).floats()
+            let original = try #require(shifted[TensorNames.embedding(table.name)]).floats()
+            #expect(codes.dtype == .i8)
+            for r in 0..<table.vocabSize {
+                for c in 0..<table.dim {
+                    let value = codes.element(r * table.dim + c) * scales[r] + offsets[r]
+                    #expect(abs(value - original[r * table.dim + c]) <= scales[r] * 0.5001, "\(table.name)[\(r), \(c)]")
+                }
+            }
+            // Asymmetric codes: the shifted table's steps are finer than symmetric ones would be.
+            if table.name == "item" {
+                for r in 0..<table.vocabSize {
+                    let row = original[(r * table.dim)..<((r + 1) * table.dim)]
+                    #expect(scales[r] < (row.map { abs($0) }.max() ?? 0) / 127)
+                }
+            }
+        }
+        let model = try Model(spec: spec, tensors: quantized)
+        let batch = randomBatch(for: spec, rows: 17, seed: 4)
+        let prediction = try model.predict(batch)
+        let reference = ReferenceEvaluator(spec: spec, tensors: quantized).predict(batch, rows: 17)
+        for name in prediction.outputNames {
+            for (got, want) in zip(prediction[name] ?? [], reference.outputs[name] ?? []) { #expect(abs(Double(got) - want) <= 1e-5 * max(1, abs(want))) }
+        }
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        for file in ["q.mmoe", "q.h5"] {
+            let path = folder.file(file)
+            if file.hasSuffix(".h5") {
+                try HDF5Codec.write(spec: spec, tensors: quantized, to: path)
+            } else {
+                try ModelFileWriter.write(spec: spec, tensors: quantized, to: path)
+            }
+            let back = try ModelImporter.load(path: path)
+            #expect(back.tensors[TensorNames.embeddingOffset("item")] != nil, "\(file)")
+            #expect(try Model(spec: back.spec, tensors: back.tensors).predict(batch) == prediction, "\(file)")
+        }
     }
 }

@@ -28,7 +28,8 @@ public struct ReferenceEvaluator {
         guard let weight = tensors[TensorNames.embedding(table)] else { return [] }
         let dim = weight.shape[1]
         let scale = weight.dtype == .i8 ? Double(tensors[TensorNames.embeddingScale(table)]?.element(id) ?? 0) : 1
-        return (0..<dim).map { Double(weight.element(id * dim + $0)) * scale }
+        let offset = weight.dtype == .i8 ? Double(tensors[TensorNames.embeddingOffset(table)]?.element(id) ?? 0) : 0
+        return (0..<dim).map { Double(weight.element(id * dim + $0)) * scale + offset }
     }
 
     static func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-x)) }

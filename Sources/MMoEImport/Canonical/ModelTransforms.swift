@@ -25,36 +25,48 @@ public enum ModelTransforms {
         for table in spec.tables {
             let name = TensorNames.embedding(table.name)
             guard let weight = tensors[name], weight.dtype != .i8 else { continue }
-            let (codes, scales) = try quantizeRows(weight)
+            let (codes, scales, offsets) = try quantizeRows(weight)
             result.set(codes, named: name)
             result.set(scales, named: TensorNames.embeddingScale(table.name))
+            result.set(offsets, named: TensorNames.embeddingOffset(table.name))
         }
         return result
     }
 
-    /// Row-wise symmetric int8 quantization of a `[rows, dim]` table.
-    public static func quantizeRows(_ table: Tensor) throws(ModelError) -> (codes: Tensor, scales: Tensor) {
+    /// Row-wise asymmetric int8 quantization of a `[rows, dim]` table: each row's range
+    /// [min, max] maps onto the 256 codes, value = code · scale + offset (scale = (max − min) /
+    /// 255, offset = min + 128 · scale), so a row whose values lean to one side keeps its
+    /// precision (symmetric codes would waste the other half).
+    public static func quantizeRows(_ table: Tensor) throws(ModelError) -> (codes: Tensor, scales: Tensor, offsets: Tensor) {
         guard table.shape.count == 2 else { throw .invalidTensor(name: nil, reason: "only matrices are quantized per row") }
         let rows = table.shape[0]
         let dim = table.shape[1]
         var codes = [UInt8](repeating: 0, count: rows * dim)
         var scales = [Float](repeating: 1, count: rows)
-        var row = [Float](repeating: 0, count: dim)
+        var offsets = [Float](repeating: 0, count: rows)
+        var row = [Double](repeating: 0, count: dim)
         for r in 0..<rows {
-            var largest: Float = 0
+            var low = Double.infinity
+            var high = -Double.infinity
             for c in 0..<dim {
-                row[c] = table.element(r * dim + c)
-                largest = max(largest, abs(row[c]))
+                row[c] = Double(table.element(r * dim + c))
+                low = min(low, row[c])
+                high = max(high, row[c])
             }
-            guard largest.isFinite else { throw .nonFiniteTensor(name: "embedding row \(r)", index: r * dim) }
-            let scale = largest > 0 ? largest / 127 : 1
+            guard low.isFinite, high.isFinite else { throw .nonFiniteTensor(name: "embedding row \(r)", index: r * dim) }
+            let scale = high > low ? Float((high - low) / 255) : 1
+            let offset = Float(low) + 128 * scale
             scales[r] = scale
+            offsets[r] = offset
             for c in 0..<dim {
-                let code = max(-127, min(127, (row[c] / scale).rounded()))
+                let code = max(-128, min(127, ((row[c] - Double(offset)) / Double(scale)).rounded()))
                 codes[r * dim + c] = UInt8(bitPattern: Int8(code))
             }
         }
-        return (try Tensor(dtype: .i8, shape: [rows, dim], bytes: codes), try Tensor(float32: scales, shape: [rows]))
+        return (
+            try Tensor(dtype: .i8, shape: [rows, dim], bytes: codes), try Tensor(float32: scales, shape: [rows]),
+            try Tensor(float32: offsets, shape: [rows])
+        )
     }
 }
 

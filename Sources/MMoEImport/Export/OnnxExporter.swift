@@ -256,14 +256,17 @@ struct OnnxGraphBuilder {
     }
 
     /// Rows of `table` for `ids` (any shape): f32/f16/bf16 tables widened to f32; int8 tables
-    /// kept as int8 codes, the looked-up codes times their row's scale.
+    /// kept as int8 codes, the looked-up codes times their row's scale (plus its offset).
     mutating func lookup(table: String, ids: String) throws(ImportError) -> String {
         let name = try embeddingInitializers(table)
         if tensors[name]?.dtype == .i8 {
             let scales = TensorNames.embeddingScale(table)
             let codes = node("Cast", [node("Gather", [name, ids], [.int("axis", 0)])], [.int("to", 1)])
             let scale = unsqueeze(node("Gather", [scales, ids], [.int("axis", 0)]), -1)
-            return node("Mul", [codes, scale])
+            let scaled = node("Mul", [codes, scale])
+            let offsets = TensorNames.embeddingOffset(table)
+            guard initializerNames.contains(offsets) else { return scaled }
+            return node("Add", [scaled, unsqueeze(node("Gather", [offsets, ids], [.int("axis", 0)]), -1)])
         }
         return node("Gather", [name, ids], [.int("axis", 0)])
     }
@@ -275,6 +278,7 @@ struct OnnxGraphBuilder {
         if weight.dtype == .i8 {
             addInitializer(name, dataType: 3, dims: weight.shape, raw: weight.bytesArray())
             _ = try tensor(TensorNames.embeddingScale(table))
+            if tensors[TensorNames.embeddingOffset(table)] != nil { _ = try tensor(TensorNames.embeddingOffset(table)) }
             return name
         }
         return try tensor(name)

@@ -17,8 +17,10 @@ enum OnnxRoundTrip {
         } catch {
             throw .invalidModel(path: path, error)
         }
-        for table in spec.tables where graph.constants[TensorNames.embeddingScale(table.name)] != nil {
-            names.append(TensorNames.embeddingScale(table.name))
+        for table in spec.tables {
+            for name in [TensorNames.embeddingScale(table.name), TensorNames.embeddingOffset(table.name)] where graph.constants[name] != nil {
+                names.append(name)
+            }
         }
         for name in names {
             guard let source = graph.constants[name] else {

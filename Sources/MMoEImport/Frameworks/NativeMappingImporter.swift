@@ -159,6 +159,7 @@ enum NativeMappingImporter {
         for table in spec.tables {
             required[TensorNames.embedding(table.name)] = [table.vocabSize, table.dim]
             required[TensorNames.embeddingScale(table.name)] = [table.vocabSize]
+            required[TensorNames.embeddingOffset(table.name)] = [table.vocabSize]
         }
         var ignored: [String] = []
         for key in keys.order {
