@@ -145,8 +145,10 @@ struct BlockingTests {
     }
 
     /// The compiled model against the reference evaluator for each batch size in `rows`.
-    func expectMatchesReference(_ spec: ModelSpec, _ tensors: TensorStore, rows: [Int], seed: UInt64) throws {
-        let model = try Model(spec: spec, tensors: tensors)
+    func expectMatchesReference(
+        _ spec: ModelSpec, _ tensors: TensorStore, rows: [Int], seed: UInt64, kernel: KernelPath = KernelPath.processDefault
+    ) throws {
+        let model = try Model(spec: spec, tensors: tensors, kernel: kernel)
         for count in rows {
             let batch = randomBatch(for: spec, rows: count, seed: UInt64(count) + seed)
             let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: count)
@@ -174,7 +176,9 @@ struct BlockingTests {
             if let tensor = tensors[name], tensor.shape.count == 2 { tensors.set(try tensor.converted(to: .bf16), named: name) }
         }
         #expect(tensors["experts.0.layers.0.weight"]?.dtype == .bf16)
-        try expectMatchesReference(dense, tensors, rows: [1, 2, 7, 300], seed: 200)
+        // float32 arithmetic over bf16 weights (bfloat16 products, `avx512bf16`, are checked in KernelPathTests).
+        let kernel = KernelPath.processDefault == .avx512bf16 ? KernelPath.avx512 : KernelPath.processDefault
+        try expectMatchesReference(dense, tensors, rows: [1, 2, 7, 300], seed: 200, kernel: kernel)
     }
 
     @Test("full 16-column panels with batch norms folded in, and k not a multiple of 8")
