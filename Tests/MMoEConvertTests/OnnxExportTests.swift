@@ -311,7 +311,9 @@ struct Int8TableTests {
         let prediction = try model.predict(batch)
         let reference = ReferenceEvaluator(spec: spec, tensors: quantized).predict(batch, rows: 17)
         for name in prediction.outputNames {
-            for (got, want) in zip(prediction[name] ?? [], reference.outputs[name] ?? []) { #expect(abs(Double(got) - want) <= 1e-5 * max(1, abs(want))) }
+            for (got, want) in zip(prediction[name] ?? [], reference.outputs[name] ?? []) {
+                #expect(abs(Double(got) - want) <= 1e-5 * max(1, abs(want)))
+            }
         }
         let folder = try TemporaryFolder()
         defer { folder.remove() }

@@ -1,4 +1,6 @@
 import Foundation
+import MMoECore
+import MMoEFormat
 import MMoEHDF5
 import MMoEImport
 import MMoETestSupport
@@ -204,6 +206,44 @@ struct AllocationBudgetTests {
             #expect(
                 result.stderr.contains("more than the") && result.stderr.contains("MMOE_MAX_MEMORY"),
                 "\(arguments): \(result.stderr.suffix(300))")
+        }
+    }
+
+    @Test("a 2.5 GB .mmoe of zeros (valid checksums) under predict, bench and gates with a 4 GB address-space limit")
+    func largeModelFile() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        // One 40,000 x 16,000 float32 weight (2.56 GB) from an untouched anonymous mapping: the
+        // writer streams zeros, the runtime would map the file and pack a second copy.
+        let spec = ModelSpec(
+            name: "large", tables: [], features: [.dense("x", width: 40_000)],
+            architecture: Architecture(
+                type: .sharedBottom, bottom: MLP(layers: [.linear(units: 16_000, bias: false), .relu]),
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y")])
+        let count = 40_000 * 16_000
+        let bytes = count * 4
+        let address = mmap(nil, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let address, address != MAP_FAILED else { throw PNGImage.Failure(description: "mmap failed") }
+        let storage = ByteStorage(bytes: UnsafeRawBufferPointer(start: address, count: bytes)) {
+            munmap(UnsafeMutableRawPointer(mutating: $0.baseAddress), $0.count)
+        }
+        var tensors = TensorStore()
+        tensors.set(try Tensor(dtype: .f32, shape: [16_000, 40_000], storage: storage), named: "bottom.layers.0.weight")
+        tensors.set(try Tensor(float32: [Float](repeating: 0.01, count: 16_000), shape: [1, 16_000]), named: "towers.0.layers.0.weight")
+        tensors.set(try Tensor(float32: [0], shape: [1]), named: "towers.0.layers.0.bias")
+        let model = folder.file("large.mmoe")
+        try ModelFileWriter.write(spec: spec, tensors: tensors, to: model)
+        let inputs = folder.file("x.npz")
+        try NumpyArchive.write(["x": .float32([Float](repeating: 0.5, count: 40_000), shape: [1, 40_000])], to: inputs)
+        #expect(try mmoeConvert(["verify", model, "--checksums"]).status == 0)
+        for arguments in [
+            ["predict", model, "--inputs", inputs, "-o", folder.file("p.npz")], ["bench", model, "--batch", "1", "--seconds", "0.01"],
+            ["gates", model, "--inputs", inputs],
+        ] {
+            let result = try mmoeConvert(["--as=4000000000", "--"] + arguments, prefix: "/usr/bin/prlimit")
+            #expect(result.status == 2, "\(arguments[0]): status \(result.status), \(result.stderr.suffix(300))")
+            #expect(result.stderr.contains("MMOE_MAX_MEMORY"), "\(arguments[0]): \(result.stderr.suffix(300))")
         }
     }
 

@@ -18,7 +18,8 @@ enum OnnxRoundTrip {
             throw .invalidModel(path: path, error)
         }
         for table in spec.tables {
-            for name in [TensorNames.embeddingScale(table.name), TensorNames.embeddingOffset(table.name)] where graph.constants[name] != nil {
+            for name in [TensorNames.embeddingScale(table.name), TensorNames.embeddingOffset(table.name)] where graph.constants[name] != nil
+            {
                 names.append(name)
             }
         }
