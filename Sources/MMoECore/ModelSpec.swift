@@ -456,8 +456,68 @@ public struct TaskHead: Codable, Sendable, Equatable {
     }
 }
 
-/// A named output: a task's prediction, one class of a softmax task (`task` + `class`), or the
-/// product of one-value outputs (ESMM's pCTCVR).
+/// A ranking score fused from one-value outputs.
+public struct Fusion: Codable, Sendable, Equatable {
+    /// How the terms combine.
+    public enum Kind: String, Codable, Sendable {
+        /// `Σ_t weight_t · clip(output_t)`.
+        case weightedSum = "weighted_sum"
+        /// `Π_t (add_t + clip(output_t))^weight_t`.
+        case weightedProduct = "weighted_product"
+    }
+
+    /// One term.
+    public struct Term: Codable, Sendable, Equatable {
+        /// A one-value output (task, class output, product) defined before the fusion.
+        public var output: String
+        /// Its weight (exponent for a product).
+        public var weight: Double
+        /// Added before raising to the weight (products only; default 0).
+        public var add: Double?
+        /// The output is clipped to [min, max] first (each optional).
+        public var min: Double?
+        /// Upper clip.
+        public var max: Double?
+
+        /// A term.
+        public init(output: String, weight: Double, add: Double? = nil, min: Double? = nil, max: Double? = nil) {
+            self.output = output
+            self.weight = weight
+            self.add = add
+            self.min = min
+            self.max = max
+        }
+    }
+
+    /// Sum or product.
+    public var kind: Kind
+    /// The terms, in order.
+    public var terms: [Term]
+
+    /// A fusion.
+    public init(kind: Kind, terms: [Term]) {
+        self.kind = kind
+        self.terms = terms
+    }
+
+    /// The fused value of one example (`value(output)` gives each term's output).
+    public func apply(_ value: (String) -> Double) -> Double {
+        var result = kind == .weightedSum ? 0.0 : 1.0
+        for term in terms {
+            var v = value(term.output)
+            if let low = term.min { v = Swift.max(v, low) }
+            if let high = term.max { v = Swift.min(v, high) }
+            switch kind {
+            case .weightedSum: result += term.weight * v
+            case .weightedProduct: result *= Foundation.pow((term.add ?? 0) + v, term.weight)
+            }
+        }
+        return result
+    }
+}
+
+/// A named output: a task's prediction, one class of a softmax task (`task` + `class`), the
+/// product of one-value outputs (ESMM's pCTCVR), or a fused ranking score (`fusion`).
 public struct OutputSpec: Codable, Sendable, Equatable {
     /// Output name; without `product` or `task` it names a task.
     public var name: String
@@ -467,17 +527,20 @@ public struct OutputSpec: Codable, Sendable, Equatable {
     public var task: String?
     /// The class column of `task`.
     public var classIndex: Int?
+    /// A ranking score fused from earlier one-value outputs.
+    public var fusion: Fusion?
 
     /// An output.
-    public init(name: String, product: [String]? = nil, task: String? = nil, classIndex: Int? = nil) {
+    public init(name: String, product: [String]? = nil, task: String? = nil, classIndex: Int? = nil, fusion: Fusion? = nil) {
         self.name = name
         self.product = product
         self.task = task
         self.classIndex = classIndex
+        self.fusion = fusion
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, product, task
+        case name, product, task, fusion
         case classIndex = "class"
     }
 }

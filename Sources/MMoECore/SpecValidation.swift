@@ -406,9 +406,35 @@ private struct LayoutBuilder {
             guard seen.insert(output.name).inserted else {
                 throw fail(at + ".name", "duplicate output \"\(output.name)\"")
             }
-            let derived = output.product != nil || output.task != nil
+            let derived = output.product != nil || output.task != nil || output.fusion != nil
             if derived, taskWidths[output.name] != nil {
                 throw fail(at + ".name", "a derived output may not reuse the task name \"\(output.name)\"")
+            }
+            if let fusion = output.fusion {
+                guard output.product == nil, output.task == nil, output.classIndex == nil else {
+                    throw fail(at, "a fusion output has no product, task or class")
+                }
+                guard !fusion.terms.isEmpty else { throw fail(at + ".fusion.terms", "a fusion needs at least one term") }
+                for (i, term) in fusion.terms.enumerated() {
+                    let path = at + ".fusion.terms[\(i)]"
+                    // Terms name outputs defined before this one (tasks, class outputs, products, earlier fusions).
+                    guard let width = taskWidths[term.output] ?? (seen.contains(term.output) ? widths[term.output] : nil) else {
+                        throw fail(
+                            path + ".output",
+                            "unknown output \"\(term.output)\" (a term names a task or an output listed before the fusion)")
+                    }
+                    guard width == 1 else {
+                        throw fail(
+                            path + ".output", "\"\(term.output)\" has \(width) values per example; a fusion combines one-value outputs")
+                    }
+                    for (name, value) in [("weight", term.weight), ("add", term.add ?? 0), ("min", term.min ?? 0), ("max", term.max ?? 0)] {
+                        guard value.isFinite else { throw fail(path + "." + name, "must be finite") }
+                    }
+                    if let low = term.min, let high = term.max, low > high { throw fail(path, "min \(low) is above max \(high)") }
+                }
+                result.append(1)
+                widths[output.name] = 1
+                continue
             }
             switch (output.product, output.task) {
             case (.some, .some):

@@ -148,14 +148,22 @@ public final class Model: Sendable {
             let width = heads[t].width
             named[output.name] = (0..<rows).map { results[t][$0 * width + column] }
         }
+        // Products and fusions in order (each reads outputs defined before it).
         for output in outputs {
-            guard let product = output.product else { continue }
-            var values = [Float](repeating: 1, count: rows)
-            for factor in product {
-                guard let factorValues = named[factor] else { continue }
-                for r in 0..<rows { values[r] *= factorValues[r] }
+            if let product = output.product {
+                var values = [Float](repeating: 1, count: rows)
+                for factor in product {
+                    guard let factorValues = named[factor] else { continue }
+                    for r in 0..<rows { values[r] *= factorValues[r] }
+                }
+                named[output.name] = values
+            } else if let fusion = output.fusion {
+                let terms = fusion.terms.map { named[$0.output] ?? [] }
+                let index = Dictionary(fusion.terms.enumerated().map { ($1.output, $0) }, uniquingKeysWith: { a, _ in a })
+                named[output.name] = (0..<rows).map { r in
+                    Float(fusion.apply { name in index[name].map { Double(terms[$0][r]) } ?? .nan })
+                }
             }
-            named[output.name] = values
         }
         var final: [String: [Float]] = [:]
         var widths: [String: Int] = [:]

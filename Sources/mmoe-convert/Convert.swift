@@ -50,6 +50,15 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Output format: mmoe, h5 or onnx (default: by the output's extension, else mmoe).")
     var to: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Add a fused ranking score output: 'sum:ctr=1,ctcvr=2', 'product:ctr=1,ctcvr=0.5', or a JSON object or file.",
+            discussion:
+                "JSON: {\"name\": \"score\", \"kind\": \"weighted_sum\"|\"weighted_product\", \"terms\": [{\"output\", \"weight\", \"add\", \"min\", \"max\"}]}."
+        ))
+    var fusion: String?
+
     @Option(name: .long, help: "ONNX operator set, 13 to 21.")
     var opset = 17
 
@@ -89,6 +98,16 @@ struct Convert: ParsableCommand {
             for note in result.notes { printNote("  \(note)") }
             if let dtype, let target = DType(rawValue: dtype) {
                 result.tensors = try ModelTransforms.convertFloats(result.tensors, to: target)
+            }
+            if let fusion {
+                let (name, value) = try FusionText.parse(fusion)
+                var outputs = result.spec.resolvedOutputs.filter { $0.name != name }
+                outputs.append(OutputSpec(name: name, fusion: value))
+                result.spec.outputs = outputs
+                do { _ = try result.spec.validate(tensors: result.tensors) } catch let error as ModelError {
+                    throw ValidationError("--fusion: \(error)")
+                }
+                printNote("  fusion: \(name) = \(FusionText.describe(value))")
             }
             if quantizeEmbeddings == "int8" {
                 result.tensors = try ModelTransforms.quantizeEmbeddings(spec: result.spec, tensors: result.tensors)

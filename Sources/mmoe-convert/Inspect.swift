@@ -117,6 +117,18 @@ struct Inspect: ParsableCommand {
                 if let product = o.product { item["product"] = product }
                 if let task = o.task { item["task"] = task }
                 if let k = o.classIndex { item["class"] = k }
+                if let fusion = o.fusion {
+                    item["fusion"] = [
+                        "kind": fusion.kind.rawValue,
+                        "terms": fusion.terms.map { term -> [String: Any] in
+                            var t: [String: Any] = ["output": term.output, "weight": term.weight]
+                            if let add = term.add { t["add"] = add }
+                            if let low = term.min { t["min"] = low }
+                            if let high = term.max { t["max"] = high }
+                            return t
+                        },
+                    ]
+                }
                 return item
             },
             "parameters": summary.parameterCount,

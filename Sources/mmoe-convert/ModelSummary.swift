@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import MMoECore
 import MMoEImport
@@ -80,6 +81,7 @@ struct ModelSummary {
         let outputs = spec.resolvedOutputs.enumerated().map { o, output -> String in
             if let product = output.product { return "\(output.name) = \(product.joined(separator: " x "))" }
             if let task = output.task, let k = output.classIndex { return "\(output.name) = \(task)[:, \(k)]" }
+            if let fusion = output.fusion { return "\(output.name) = \(FusionText.describe(fusion))" }
             let width = widths.indices.contains(o) ? widths[o] : 1
             return width > 1 ? "\(output.name) [N, \(width)]" : output.name
         }
@@ -104,4 +106,60 @@ func formatBytes(_ count: Int) -> String {
     if count >= 1 << 20 { return String(format: "%.2f MiB", Double(count) / Double(1 << 20)) }
     if count >= 1 << 10 { return String(format: "%.1f KiB", Double(count) / Double(1 << 10)) }
     return "\(count) B"
+}
+
+/// The text forms of a fusion: the compact command-line form and a readable formula.
+enum FusionText {
+    /// `sum:ctr=1,ctcvr=2`, `product:ctr=1,ctcvr=0.5`, a JSON object, or a JSON file; the
+    /// output is named "score" unless the JSON names it.
+    static func parse(_ text: String) throws -> (String, Fusion) {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        var json: Data?
+        if trimmed.hasPrefix("{") {
+            json = Data(trimmed.utf8)
+        } else if FileManager.default.fileExists(atPath: trimmed) {
+            json = try Data(contentsOf: URL(fileURLWithPath: trimmed))
+        }
+        if let json {
+            struct Document: Decodable {
+                var name: String?
+                var kind: Fusion.Kind
+                var terms: [Fusion.Term]
+            }
+            do {
+                let document = try JSONDecoder().decode(Document.self, from: json)
+                return (document.name ?? "score", Fusion(kind: document.kind, terms: document.terms))
+            } catch {
+                throw ValidationError("--fusion: not a fusion object (name, kind weighted_sum|weighted_product, terms): \(error)")
+            }
+        }
+        let parts = trimmed.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let kind = ["sum": Fusion.Kind.weightedSum, "product": .weightedProduct][parts[0]] else {
+            throw ValidationError(
+                "--fusion: expected 'sum:OUTPUT=WEIGHT,...', 'product:OUTPUT=WEIGHT,...' or JSON, got '\(printable(text))'")
+        }
+        var terms: [Fusion.Term] = []
+        for item in parts[1].split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard pair.count == 2, !pair[0].isEmpty, let weight = Double(pair[1]), weight.isFinite else {
+                throw ValidationError("--fusion: '\(printable(String(item)))' is not OUTPUT=WEIGHT")
+            }
+            terms.append(Fusion.Term(output: pair[0], weight: weight))
+        }
+        return ("score", Fusion(kind: kind, terms: terms))
+    }
+
+    /// `2·click + 0.5·clip(like, ≤0.3)` or `ctr^1 · (0.1 + ctcvr)^0.5`.
+    static func describe(_ fusion: Fusion) -> String {
+        fusion.terms.map { term in
+            var v = term.output
+            if term.min != nil || term.max != nil {
+                v = "clip(\(v), \(term.min.map { "\($0)" } ?? "-inf")..\(term.max.map { "\($0)" } ?? "inf"))"
+            }
+            switch fusion.kind {
+            case .weightedSum: return "\(term.weight)·\(v)"
+            case .weightedProduct: return term.add.map { "(\($0) + \(v))^\(term.weight)" } ?? "\(v)^\(term.weight)"
+            }
+        }.joined(separator: fusion.kind == .weightedSum ? " + " : " · ")
+    }
 }

@@ -188,6 +188,42 @@ struct CommandLineTests {
         #expect(mismatch.stderr.contains("output 'income' has shape [48], the model produced [48, 2]"), "\(mismatch.stderr)")
     }
 
+    @Test("--fusion adds a ranking score output (sum, product, JSON with clips) that inspect shows and predict computes")
+    func fusion() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let esmm = fixturesPath + "/torch/rechub_esmm"
+        let model = folder.file("esmm.mmoe")
+        let run = try mmoeConvert([
+            "convert", esmm + "/model.pt", "--spec", esmm + "/conversion.json", "-o", model, "--fusion", "product:ctr=1,ctcvr=0.5",
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("score = ctr^1.0 · ctcvr^0.5"), "\(run.stdout)")
+        let inspect = try mmoeConvert(["inspect", model, "--json"])
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
+        let outputs = try #require(document["outputs"] as? [[String: Any]])
+        #expect((outputs.last?["fusion"] as? [String: Any])?["kind"] as? String == "weighted_product")
+        let predictions = folder.file("p.npz")
+        #expect(try mmoeConvert(["predict", model, "--inputs", esmm + "/inputs.npz", "-o", predictions]).status == 0)
+        let arrays = try NumpyArchive.read(path: predictions)
+        let ctr = try #require(arrays["ctr"]).floats()
+        let ctcvr = try #require(arrays["ctcvr"]).floats()
+        let score = try #require(arrays["score"]).floats()
+        for i in score.indices { #expect(abs(Double(score[i]) - Double(ctr[i]) * Double(ctcvr[i]).squareRoot()) < 1e-6) }
+        // JSON with a clip; the score replaces one of the same name.
+        let json =
+            #"{"name": "score", "kind": "weighted_sum", "terms": [{"output": "ctr", "weight": 1, "max": 0.5}, {"output": "ctcvr", "weight": 3}]}"#
+        let again = folder.file("esmm2.mmoe")
+        #expect(try mmoeConvert(["convert", model, "-o", again, "--fusion", json]).status == 0)
+        #expect(try mmoeConvert(["predict", again, "--inputs", esmm + "/inputs.npz", "-o", predictions]).status == 0)
+        let summed = try #require(try NumpyArchive.read(path: predictions)["score"]).floats()
+        for i in summed.indices { #expect(abs(Double(summed[i]) - (min(Double(ctr[i]), 0.5) + 3 * Double(ctcvr[i]))) < 1e-6) }
+        let bad = try mmoeConvert(["convert", model, "-o", folder.file("bad.mmoe"), "--fusion", "sum:ctr=1,nope=2"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("unknown output \"nope\""), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.file("bad.mmoe")))
+    }
+
     @Test("gates table and SVG heatmap; bench JSON")
     func gatesAndBench() throws {
         let folder = try TemporaryFolder()

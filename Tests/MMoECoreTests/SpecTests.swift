@@ -78,7 +78,7 @@ struct SpecTests {
     @Test("softmax heads: widths, class outputs and products are checked")
     func softmaxOutputs() throws {
         let layout = try SampleSpecs.omoe.validateStructure()
-        #expect(layout.outputWidths == [1, 4, 1, 1, 1])
+        #expect(layout.outputWidths == [1, 4, 1, 1, 1, 1])
         func refusal(_ edit: (inout ModelSpec) -> Void) -> ModelError? {
             var spec = SampleSpecs.omoe
             edit(&spec)
@@ -115,6 +115,27 @@ struct SpecTests {
             refusal { $0.architecture.towers[2].layers[$0.architecture.towers[2].layers.count - 1] = .linear(units: 1, bias: true) }
                 == .invalidSpec(
                     path: "architecture.towers[2]", reason: "the tower outputs 1 value; a softmax head needs one per class (at least 2)"))
+        // Fusions: one-value outputs defined before them, finite weights, ordered clips.
+        #expect(layout.outputWidths.count == 6)
+        #expect(
+            refusal { $0.outputs?[5].fusion?.terms[0].output = "genre" }
+                == .invalidSpec(
+                    path: "outputs[5].fusion.terms[0].output",
+                    reason: "\"genre\" has 4 values per example; a fusion combines one-value outputs"))
+        #expect(
+            refusal { $0.outputs?[5].fusion?.terms[0].output = "score" }
+                == .invalidSpec(
+                    path: "outputs[5].fusion.terms[0].output",
+                    reason: "unknown output \"score\" (a term names a task or an output listed before the fusion)"))
+        #expect(
+            refusal { $0.outputs?[5].fusion?.terms[1].min = 0.5 }
+                == .invalidSpec(path: "outputs[5].fusion.terms[1]", reason: "min 0.5 is above max 0.3"))
+        #expect(
+            refusal { $0.outputs?[5].fusion?.terms[0].weight = .nan }
+                == .invalidSpec(path: "outputs[5].fusion.terms[0].weight", reason: "must be finite"))
+        #expect(
+            refusal { $0.outputs?[5].fusion?.terms = [] }
+                == .invalidSpec(path: "outputs[5].fusion.terms", reason: "a fusion needs at least one term"))
         // The class index is stored as "class" in the spec JSON.
         let json = String(decoding: try JSONEncoder().encode(SampleSpecs.omoe.outputs?[4]), as: UTF8.self)
         #expect(json.contains("\"class\":2"))

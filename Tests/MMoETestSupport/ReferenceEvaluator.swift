@@ -246,6 +246,15 @@ public struct ReferenceEvaluator {
             }
             for output in spec.resolvedOutputs {
                 if let product = output.product { named[output.name] = [product.reduce(1.0) { $0 * (named[$1]?[0] ?? .nan) }] }
+                if let fusion = output.fusion {
+                    // Written out here rather than through Fusion.apply, so that both are checked.
+                    var score = fusion.kind == .weightedSum ? 0.0 : 1.0
+                    for term in fusion.terms {
+                        let v = min(max(named[term.output]?[0] ?? .nan, term.min ?? -.infinity), term.max ?? .infinity)
+                        score = fusion.kind == .weightedSum ? score + term.weight * v : score * pow((term.add ?? 0) + v, term.weight)
+                    }
+                    named[output.name] = [score]
+                }
                 outputs[output.name, default: []] += named[output.name] ?? [.nan]
             }
         }

@@ -77,6 +77,10 @@ public enum SampleSpecs {
             outputs: [
                 OutputSpec(name: "click"), OutputSpec(name: "genre"), OutputSpec(name: "like_drama", product: ["like", "genre_drama"]),
                 OutputSpec(name: "like"), OutputSpec(name: "genre_drama", task: "genre", classIndex: 2),
+                OutputSpec(
+                    name: "score",
+                    fusion: Fusion(
+                        kind: .weightedSum, terms: [.init(output: "click", weight: 2), .init(output: "like_drama", weight: 0.5, max: 0.3)])),
             ])
     }
 
@@ -99,7 +103,14 @@ public enum SampleSpecs {
         spec(
             Architecture(type: .esmm, towers: [tower([8, 4], bias: true), tower([8, 4])]),
             tasks: [TaskHead(name: "ctr"), TaskHead(name: "cvr")],
-            outputs: [OutputSpec(name: "cvr"), OutputSpec(name: "ctr"), OutputSpec(name: "ctcvr", product: ["ctr", "cvr"])])
+            outputs: [
+                OutputSpec(name: "cvr"), OutputSpec(name: "ctr"), OutputSpec(name: "ctcvr", product: ["ctr", "cvr"]),
+                OutputSpec(
+                    name: "score",
+                    fusion: Fusion(
+                        kind: .weightedProduct,
+                        terms: [.init(output: "ctr", weight: 1), .init(output: "ctcvr", weight: 0.5, add: 0.1, min: 0.01, max: 0.9)])),
+            ])
     }
 
     /// Two-level PLE with the three Dice variants, per-channel PReLU and a BN before the first linear.

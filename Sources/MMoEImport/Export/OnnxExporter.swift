@@ -245,6 +245,22 @@ struct OnnxGraphBuilder {
                 var value = named[product[0]] ?? ""
                 for factor in product.dropFirst() { value = node("Mul", [value, named[factor] ?? ""]) }
                 named[output.name] = value
+            } else if let fusion = output.fusion {
+                var score: String?
+                for term in fusion.terms {
+                    var v = named[term.output] ?? ""
+                    if let low = term.min { v = node("Max", [v, scalar(Float(low))]) }
+                    if let high = term.max { v = node("Min", [v, scalar(Float(high))]) }
+                    let part: String
+                    switch fusion.kind {
+                    case .weightedSum: part = node("Mul", [v, scalar(Float(term.weight))])
+                    case .weightedProduct:
+                        let base = term.add.map { node("Add", [v, scalar(Float($0))]) } ?? v
+                        part = node("Pow", [base, scalar(Float(term.weight))])
+                    }
+                    score = score.map { node(fusion.kind == .weightedSum ? "Add" : "Mul", [$0, part]) } ?? part
+                }
+                named[output.name] = score
             }
         }
         for (o, output) in outputs.enumerated() {
