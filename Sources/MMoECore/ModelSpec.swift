@@ -134,6 +134,14 @@ public enum FeatureKind: String, Codable, Sendable {
     case sequence
 }
 
+/// Which side of a ranking request a feature describes.
+public enum FeatureSide: String, Codable, Sendable {
+    /// The same for every candidate of a request (given once).
+    case user
+    /// Different per candidate.
+    case item
+}
+
 /// How a sequence feature's embeddings are reduced to one vector.
 public enum Pooling: String, Codable, Sendable {
     /// Sum over non-padding positions.
@@ -165,6 +173,8 @@ public struct Feature: Codable, Sendable, Equatable {
     public var meanEpsilon: Double?
     /// Sequence/max only: the value when every position is padding (default 0).
     public var emptyMaxValue: Double?
+    /// Ranking: `user` when the feature is given once per request (`Model.rank`); absent or `item` otherwise.
+    public var side: FeatureSide?
 
     /// A feature.
     public init(
@@ -188,7 +198,7 @@ public struct Feature: Codable, Sendable, Equatable {
     public static func sparse(_ name: String, table: String) -> Feature { Feature(name: name, kind: .sparse, table: table) }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, width, table, pooling
+        case name, kind, width, table, pooling, side
         case maxLength = "max_length"
         case paddingID = "padding_id"
         case meanEpsilon = "mean_epsilon"

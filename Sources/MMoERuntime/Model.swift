@@ -30,6 +30,8 @@ public final class Model: Sendable {
     let outputs: [OutputSpec]
     let outputWidths: [Int]
     let scratch = ScratchPool()
+    /// Ranking plans by user side (nil: the first layers cannot be split on this path).
+    let rankPlans = Mutex<[String: RankPlan?]>([:])
 
     /// Rows processed at once; larger batches run in chunks so scratch memory stays bounded.
     public static let chunkRows = 4096
@@ -115,9 +117,15 @@ public final class Model: Sendable {
         -> Prediction
     {
         let rows = try checkBatch(batch, options: options)
+        return try execute(rows: rows, ordered: inputs.map { batch[$0.feature.name] }, options: options, rank: nil)
+    }
+
+    /// Runs checked inputs (one array per input plan, in plan order). With `rank`, item
+    /// features come from the candidates and the first layers' user part is already folded
+    /// into the request's biases.
+    func execute(rows: Int, ordered: [FeatureArray?], options: PredictOptions, rank: RankRequest?) throws(PredictError) -> Prediction {
         let buffers = OutputBuffers(
             rows: rows, headWidths: heads.map(\.width), gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
-        let ordered = inputs.map { batch[$0.feature.name] }
         let threads = ComputeThreads.current
         // Large batches on the packed kernel: contiguous row ranges per thread, each running the
         // whole network chunk by chunk (activations stay in cache, no synchronisation inside).
@@ -127,14 +135,14 @@ public final class Model: Sendable {
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 let range = (rows * part / parts)..<(rows * (part + 1) / parts)
                 do throws(PredictError) {
-                    try runRange(range, batch: ordered, options: options, outputs: buffers, threads: 1)
+                    try runRange(range, batch: ordered, options: options, outputs: buffers, threads: 1, rank: rank)
                 } catch {
                     failure.withLock { if $0 == nil { $0 = error } }
                 }
             }
             if let error = failure.withLock({ $0 }) { throw error }
         } else if rows > 0 {
-            try runRange(0..<rows, batch: ordered, options: options, outputs: buffers, threads: threads)
+            try runRange(0..<rows, batch: ordered, options: options, outputs: buffers, threads: threads, rank: rank)
         }
         let results = zip(buffers.heads, heads).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1.width)) }
         let gateResults = zip(buffers.gates, buffers.gateWidths).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1)) }
@@ -180,16 +188,22 @@ public final class Model: Sendable {
     static let minRowsPerThread = 128
 
     /// Runs rows `range` chunk by chunk on one scratch area.
-    private func runRange(_ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int)
-        throws(PredictError)
-    {
+    private func runRange(
+        _ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int, rank: RankRequest?
+    ) throws(PredictError) {
         let chunk = kernel.isPacked ? Model.packedChunkRows : Model.chunkRows
         let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
+        // A ranking request's compact item input (the columns of item features only).
+        let itemWidth = rank?.plan.itemWidth ?? 0
+        let items = UnsafeMutablePointer<Float>.allocate(capacity: max(min(range.count, chunk) * itemWidth, 1))
+        defer { items.deallocate() }
         var start = range.lowerBound
         while start < range.upperBound {
             let count = min(chunk, range.upperBound - start)
-            try run(start: start, rows: count, batch: batch, options: options, scratch: scratch, outputs: outputs, threads: threads)
+            try run(
+                start: start, rows: count, batch: batch, options: options, scratch: scratch, outputs: outputs, threads: threads, rank: rank,
+                items: items)
             start += count
         }
     }
@@ -198,10 +212,13 @@ public final class Model: Sendable {
     static let packedChunkRows = 256
 
     /// Checks names, dtypes and shapes; returns the batch size.
-    private func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions) throws(PredictError) -> Int {
+    /// `only`: check just these features (a ranking request's user or item side); names
+    /// outside it are unknown.
+    func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions, only: Set<String>? = nil) throws(PredictError) -> Int {
+        func known(_ name: String) -> Bool { featureIndex[name] != nil && (only?.contains(name) ?? true) }
         // The first unknown name in sorted order (sorting only when there is one).
-        if batch.keys.contains(where: { featureIndex[$0] == nil }) {
-            for name in batch.keys.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
+        if batch.keys.contains(where: { !known($0) }) {
+            for name in batch.keys.sorted() where !known(name) { throw .unknownFeature(name) }
         }
         if case .useRow(let row) = options.unknownIDs {
             for plan in inputs {
@@ -212,7 +229,7 @@ public final class Model: Sendable {
             }
         }
         var rows: Int?
-        for plan in inputs {
+        for plan in inputs where only?.contains(plan.feature.name) ?? true {
             let feature = plan.feature
             guard let array = batch[feature.name] else { throw .missingFeature(feature.name) }
             let shape = array.shape
@@ -261,7 +278,8 @@ public final class Model: Sendable {
 
     /// Runs one chunk of rows.
     private func run(
-        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, outputs: OutputBuffers, threads: Int
+        start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, outputs: OutputBuffers, threads: Int,
+        rank: RankRequest?, items: UnsafeMutablePointer<Float>
     ) throws(PredictError) {
         let arena = scratch.memory
         func pointer(_ view: View) -> UnsafeMutablePointer<Float> {
@@ -269,11 +287,25 @@ public final class Model: Sendable {
         }
         func ld(_ view: View) -> Int { bufferWidths[view.buffer] }
 
-        try assembleInput(
-            start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView), rowScratch: scratch.extra
-        )
+        if let rank {
+            try assembleInput(
+                start: start, rows: rows, batch: batch, options: options, into: items, ld: rank.plan.itemWidth, rowScratch: scratch.extra,
+                selection: rank.plan.itemSelection)
+        } else {
+            try assembleInput(
+                start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView),
+                rowScratch: scratch.extra)
+        }
 
-        for step in steps {
+        for (index, step) in steps.enumerated() {
+            if let rank, let replacement = rank.steps[index] {
+                // W_item X_items + (W_user x_user + b), the user part computed once per request.
+                Kernels.packedGemm(
+                    replacement, rows: rows, a: items, lda: rank.plan.itemWidth, c: pointer(replacement.output),
+                    ldc: ld(replacement.output),
+                    threads: threads, path: kernel)
+                continue
+            }
             switch step {
             case .gemm(let step):
                 if step.packed.isEmpty {
@@ -366,18 +398,20 @@ public final class Model: Sendable {
     }
 
     /// Writes the concatenated input of rows `start ..< start + rows`.
-    private func assembleInput(
+    /// `selection` (input plan index, column) writes only those features at those columns.
+    func assembleInput(
         start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, into base: UnsafeMutablePointer<Float>, ld: Int,
-        rowScratch: UnsafeMutablePointer<Float>
+        rowScratch: UnsafeMutablePointer<Float>, selection: [(index: Int, column: Int)]? = nil
     ) throws(PredictError) {
-        for (index, plan) in inputs.enumerated() {
+        for (index, column) in selection ?? inputs.enumerated().map({ ($0.offset, $0.element.column) }) {
+            let plan = inputs[index]
             guard let array = batch[index] else { throw .missingFeature(plan.feature.name) }
             let feature = plan.feature
             switch array.values {
             case .float32(let values):
                 let width = plan.width
                 for r in 0..<rows {
-                    let destination = base + r * ld + plan.column
+                    let destination = base + r * ld + column
                     for c in 0..<width {
                         let v = values[(start + r) * width + c]
                         if options.nonFinite == .reject, !v.isFinite {
@@ -397,7 +431,7 @@ public final class Model: Sendable {
                 if feature.kind == .sparse {
                     for r in 0..<rows {
                         let id = try resolve(ids[start + r], row: start + r, position: nil)
-                        table.read(row: id, into: base + r * ld + plan.column, accumulate: false)
+                        table.read(row: id, into: base + r * ld + column, accumulate: false)
                     }
                     continue
                 }
@@ -406,7 +440,7 @@ public final class Model: Sendable {
                 let pooling = feature.pooling ?? .sum
                 let dim = table.dim
                 for r in 0..<rows {
-                    let destination = base + r * ld + plan.column
+                    let destination = base + r * ld + column
                     var count = 0
                     for p in 0..<length {
                         let raw = ids[(start + r) * length + p]

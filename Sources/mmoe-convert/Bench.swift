@@ -12,8 +12,14 @@ struct Bench: ParsableCommand {
             calls per batch size. --json prints one object per batch size with batch, threads,
             median_latency_s, p90_latency_s and examples_per_s.
 
-            Example:
+            With --rank N: one request of N candidates through `rank` (the user's features once,
+            --user-features or the model's "side": "user" features) and the same N rows as a plain
+            batch; --json prints one line with "mode": "rank" and one with "mode": "batch", each
+            with examples_per_s, and the largest difference between their outputs.
+
+            Examples:
               mmoe-convert bench model.mmoe --batch 1,256,4096 --threads 2 --json
+              mmoe-convert bench model.mmoe --rank 500 --user-features user_id,age --json
             """)
 
     @Argument(help: "A .mmoe or HDF5 model.")
@@ -34,6 +40,12 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Also time N opens of the model file (open, validate, compile, first batch-1 prediction); 0 skips.")
     var opens = 0
 
+    @Option(name: .long, help: "Time one ranking request of N candidates against the same rows as a plain batch.")
+    var rank: Int?
+
+    @Option(name: .long, help: "With --rank: comma-separated user-side features.")
+    var userFeatures: String?
+
     var batchSizes: [Int] { batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     func validate() throws {
@@ -46,6 +58,7 @@ struct Bench: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         guard opens >= 0, opens <= 10_000 else { throw ValidationError("--opens must be in 0...10000") }
+        if let rank, rank < 1 || rank > 1 << 20 { throw ValidationError("--rank must be between 1 and 1048576") }
     }
 
     func run() throws {
@@ -60,6 +73,10 @@ struct Bench: ParsableCommand {
                     "kernel: \(loaded.kernel) (supported here: \(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)"
                 )
                 print("batch   threads   median_latency   p90_latency   examples/s")
+            }
+            if let rank {
+                try timeRank(loaded, candidates: rank, threads: threadCount)
+                return
             }
             for size in batchSizes {
                 let inputs = PredictionFiles.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
@@ -91,6 +108,88 @@ struct Bench: ParsableCommand {
                             formatSeconds(p90) as NSString, throughput))
                 }
             }
+        }
+    }
+
+    /// Median seconds of `body` over at least 5 calls and `seconds`.
+    func median(_ body: () throws -> Void) throws -> Double {
+        for _ in 0..<3 { try body() }
+        var times: [Double] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        while times.count < 5 || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < seconds {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            if times.count >= 100_000 { break }
+        }
+        times.sort()
+        return times[times.count / 2]
+    }
+
+    /// One ranking request against the same rows as a plain batch.
+    func timeRank(_ loaded: Model, candidates: Int, threads: Int) throws {
+        let side =
+            userFeatures.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+            ?? Set(loaded.spec.features.filter { $0.side == .user }.map(\.name))
+        guard !side.isEmpty else { throw ValidationError("--rank needs --user-features (the model marks no feature \"side\": \"user\")") }
+        var full = PredictionFiles.randomBatch(loaded.spec, rows: candidates, seed: 7)
+        var user: [String: FeatureArray] = [:]
+        for name in side {
+            guard let array = full[name] else {
+                throw ValidationError("--user-features: '\(printable(name))' is not a feature of the model")
+            }
+            let per = array.values.count / max(array.shape[0], 1)
+            let shape = [1] + array.shape.dropFirst()
+            switch array.values {
+            case .float32(let v): user[name] = FeatureArray(values: .float32(Array(v.prefix(per))), shape: shape)
+            case .int64(let v): user[name] = FeatureArray(values: .int64(Array(v.prefix(per))), shape: shape)
+            }
+            // The plain batch repeats the user's row on every candidate.
+            switch user[name]?.values {
+            case .float32(let v)?:
+                full[name] = FeatureArray(values: .float32((0..<candidates).flatMap { _ in v }), shape: [candidates] + shape.dropFirst())
+            case .int64(let v)?:
+                full[name] = FeatureArray(values: .int64((0..<candidates).flatMap { _ in v }), shape: [candidates] + shape.dropFirst())
+            case nil: break
+            }
+        }
+        let items = full.filter { !side.contains($0.key) }
+        let ranking = try loaded.rank(user: user, candidates: items, userFeatures: side)
+        let batch = try loaded.predict(full)
+        var difference = 0.0
+        for name in batch.outputNames {
+            for (a, b) in zip(ranking.prediction[name] ?? [], batch[name] ?? []) { difference = max(difference, Double(abs(a - b))) }
+        }
+        let rankTime = try median { _ = try loaded.rank(user: user, candidates: items, userFeatures: side) }
+        let batchTime = try median { _ = try loaded.predict(full) }
+        let userWidth = loaded.spec.features.filter { side.contains($0.name) }.reduce(0) { $0 + width(of: $1, spec: loaded.spec) }
+        let totalWidth = loaded.spec.features.reduce(0) { $0 + width(of: $1, spec: loaded.spec) }
+        for (mode, time) in [("rank", rankTime), ("batch", batchTime)] {
+            let object: [String: Any] = [
+                "mode": mode, "candidates": candidates, "threads": threads, "median_latency_s": time,
+                "examples_per_s": Double(candidates) / time,
+                "kernel": loaded.kernel.rawValue, "user_input_columns": userWidth, "input_columns": totalWidth,
+                "user_part_shared": ranking.sharedUserPart, "max_abs_output_difference": difference,
+            ]
+            if json {
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                print(
+                    "\(mode): \(candidates) candidates in \(formatSeconds(time)), \(String(format: "%.0f", Double(candidates) / time)) examples/s"
+                )
+            }
+        }
+        if !json {
+            print(
+                "rank / batch throughput: \(String(format: "%.2f", batchTime / rankTime)) x; user columns \(userWidth) of \(totalWidth); outputs differ by at most \(difference)"
+            )
+        }
+    }
+
+    func width(of feature: Feature, spec: ModelSpec) -> Int {
+        switch feature.kind {
+        case .dense: feature.width ?? 1
+        case .sparse, .sequence: spec.tables.first { $0.name == feature.table }?.dim ?? 0
         }
     }
 

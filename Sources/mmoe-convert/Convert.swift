@@ -59,6 +59,9 @@ struct Convert: ParsableCommand {
         ))
     var fusion: String?
 
+    @Option(name: .long, help: "Mark these comma-separated features \"side\": \"user\" (given once per ranking request).")
+    var userFeatures: String?
+
     @Option(name: .long, help: "ONNX operator set, 13 to 21.")
     var opset = 17
 
@@ -98,6 +101,16 @@ struct Convert: ParsableCommand {
             for note in result.notes { printNote("  \(note)") }
             if let dtype, let target = DType(rawValue: dtype) {
                 result.tensors = try ModelTransforms.convertFloats(result.tensors, to: target)
+            }
+            if let userFeatures {
+                let names = Set(userFeatures.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+                for name in names.sorted() where !result.spec.features.contains(where: { $0.name == name }) {
+                    throw ValidationError("--user-features: '\(printable(name))' is not a feature of the model")
+                }
+                for i in result.spec.features.indices {
+                    result.spec.features[i].side = names.contains(result.spec.features[i].name) ? .user : nil
+                }
+                printNote("  user side: \(names.sorted().joined(separator: ", "))")
             }
             if let fusion {
                 let (name, value) = try FusionText.parse(fusion)

@@ -21,6 +21,6 @@ struct MMoEConvert: ParsableCommand {
             64 usage error (unknown option, missing file).
             """,
         version: version,
-        subcommands: [Convert.self, Inspect.self, Predict.self, Verify.self, Gates.self, Bench.self]
+        subcommands: [Convert.self, Inspect.self, Predict.self, Verify.self, Gates.self, Rank.self, Bench.self]
     )
 }

@@ -88,6 +88,8 @@ struct ModelSummary {
         lines.append("outputs: \(outputs.joined(separator: ", "))")
         let features = spec.features.map { f -> String in
             switch f.kind {
+            case .dense where f.side == .user: return "\(f.name) (dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : ""), user)"
+            case .sparse where f.side == .user: return "\(f.name) (sparse: \(f.table ?? ""), user)"
             case .dense: return "\(f.name) (dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : ""))"
             case .sparse: return "\(f.name) (sparse: \(f.table ?? ""))"
             case .sequence: return "\(f.name) (sequence \(f.pooling?.rawValue ?? "sum") <= \(f.maxLength ?? 0): \(f.table ?? ""))"

@@ -224,6 +224,65 @@ struct CommandLineTests {
         #expect(!FileManager.default.fileExists(atPath: folder.file("bad.mmoe")))
     }
 
+    @Test("rank: the user's features once (JSON), candidates as rows; equals predict on the repeated rows; bench --rank prints both modes")
+    func rank() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let source = fixturesPath + "/torch/rechub_mmoe"
+        let model = folder.file("m.mmoe")
+        #expect(
+            try mmoeConvert([
+                "convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", model, "--fusion", "sum:click=1,watch=0.1",
+            ])
+            .status == 0)
+        let inputs = try NumpyArchive.read(path: source + "/inputs.npz")
+        let userID = try #require(inputs["user id"]).ids().get()[0]
+        let age = try #require(inputs["age"]).floats()[0]
+        try Data(#"{"user id": \#(userID), "age": \#(age)}"#.utf8).write(to: URL(fileURLWithPath: folder.file("user.json")))
+        var items = inputs
+        items["user id"] = nil
+        items["age"] = nil
+        try NumpyArchive.write(items, to: folder.file("items.npz"))
+        // The same rows with the user's values repeated, through predict.
+        var repeated = inputs
+        let rows = try #require(inputs["age"]).count
+        repeated["user id"] = NumpyArray(
+            descr: "<i8", shape: [rows], data: [Int64](repeating: userID, count: rows).withUnsafeBytes { Array($0) })
+        repeated["age"] = .float32([Float](repeating: age, count: rows), shape: [rows])
+        try NumpyArchive.write(repeated, to: folder.file("repeated.npz"))
+        #expect(try mmoeConvert(["predict", model, "--inputs", folder.file("repeated.npz"), "-o", folder.file("batch.npz")]).status == 0)
+        let run = try mmoeConvert([
+            "rank", model, "--user", folder.file("user.json"), "--candidates", folder.file("items.npz"), "--user-features", "user id,age",
+            "--top", "5", "--json", "-o", folder.file("ranked.npz"),
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(document["score_output"] as? String == "score")
+        #expect(document["user_part_shared"] as? Bool == true)
+        let top = try #require(document["top"] as? [[String: Any]])
+        #expect(top.count == 5)
+        let batch = try #require(try NumpyArchive.read(path: folder.file("batch.npz"))["score"]).floats()
+        let best = try #require(batch.indices.max { batch[$0] < batch[$1] })
+        #expect(top.first?["candidate"] as? Int == best)
+        let ranked = try #require(try NumpyArchive.read(path: folder.file("ranked.npz"))["score"]).floats()
+        for i in batch.indices { #expect(abs(ranked[i] - batch[i]) <= 1e-6 * max(1, abs(batch[i]))) }
+        // Bad user files name the feature.
+        try Data(#"{"user id": "seven"}"#.utf8).write(to: URL(fileURLWithPath: folder.file("bad.json")))
+        let bad = try mmoeConvert([
+            "rank", model, "--user", folder.file("bad.json"), "--candidates", folder.file("items.npz"), "--user-features", "user id,age",
+        ])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("feature 'user id' must be a number or a list of numbers"), "\(bad.stderr)")
+        let bench = try mmoeConvert(["bench", model, "--rank", "64", "--user-features", "user id,age", "--seconds", "0.05", "--json"])
+        #expect(bench.status == 0, "\(bench.stderr)")
+        let lines = bench.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(lines.map { $0["mode"] as? String } == ["rank", "batch"])
+        #expect(lines.allSatisfy { ($0["examples_per_s"] as? Double ?? 0) > 0 })
+        #expect((lines.first?["max_abs_output_difference"] as? Double ?? 1) <= 1e-5)
+    }
+
     @Test("gates table and SVG heatmap; bench JSON")
     func gatesAndBench() throws {
         let folder = try TemporaryFolder()
