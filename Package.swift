@@ -11,7 +11,7 @@ let package = Package(
     products: [
         /// What an embedding Swift tool imports to run models: spec, runtime, native format.
         /// It never links libhdf5.
-        .library(name: "MMoE", targets: ["MMoECore", "MMoERuntime", "MMoEFormat"]),
+        .library(name: "MMoE", targets: ["MMoE", "MMoECore", "MMoERuntime", "MMoEFormat"]),
         /// Conversion: importers and the HDF5 codec (links libhdf5 and zlib).
         .library(name: "MMoEConversion", targets: ["MMoEImport", "MMoEHDF5"]),
         .executable(name: "mmoe-convert", targets: ["mmoe-convert"]),
@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "MMoECore", swiftSettings: strict),
         .target(name: "MMoERuntime", dependencies: ["MMoECore", "CBLAS", "CMMoEKernels"], swiftSettings: strict),
         .target(name: "MMoEFormat", dependencies: ["MMoECore", "MMoERuntime", "CMMoEKernels"], swiftSettings: strict),
+        /// The umbrella module: `import MMoE` re-exports the three above.
+        .target(name: "MMoE", dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat"], swiftSettings: strict),
         .target(name: "MMoEHDF5", dependencies: ["MMoECore", "MMoERuntime", "MMoEFormat", "CHDF5"], swiftSettings: strict),
         .target(
             name: "MMoEImport",

@@ -12,3 +12,5 @@ swift test
 MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests
 # bfloat16 products without AMX tiles (VDPBF16PS only), where the CPU has AMX (elsewhere the same run again).
 MMOE_NO_AMX=1 swift test --skip-build --filter KernelPathTests
+# A separate package embedding the runtime (import MMoE): built, run, compared with the CLI.
+bash scripts/example-embed.sh
