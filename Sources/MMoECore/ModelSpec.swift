@@ -152,6 +152,85 @@ public enum Pooling: String, Codable, Sendable {
     case max
 }
 
+/// Raw values to ids for a sparse or sequence feature: a vocabulary (value i → id i + offset,
+/// anything else → the out-of-vocabulary id) or a hash-bucket rule (FNV-1a 64 of the value's
+/// UTF-8 bytes, modulo the bucket count, plus offset).
+public struct Vocabulary: Codable, Sendable, Equatable {
+    /// The known values in id order (integers are written as their decimal text).
+    public var values: [String]?
+    /// Hash buckets instead of a list.
+    public var hashBuckets: Int?
+    /// Added to the index (torch-rechub and DeepCTR examples: 1, keeping 0 for padding/unknown).
+    public var offset: Int
+    /// The id of values not in the list (default 0).
+    public var oovID: Int
+
+    /// A vocabulary list.
+    public init(values: [String], offset: Int = 1, oovID: Int = 0) {
+        self.values = values
+        hashBuckets = nil
+        self.offset = offset
+        self.oovID = oovID
+    }
+
+    /// A hash-bucket rule.
+    public init(hashBuckets: Int, offset: Int = 0) {
+        values = nil
+        self.hashBuckets = hashBuckets
+        self.offset = offset
+        oovID = 0
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case values, offset
+        case hashBuckets = "hash_buckets"
+        case oovID = "oov_id"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        values = try c.decodeIfPresent([String].self, forKey: .values)
+        hashBuckets = try c.decodeIfPresent(Int.self, forKey: .hashBuckets)
+        offset = try c.decodeIfPresent(Int.self, forKey: .offset) ?? (hashBuckets == nil ? 1 : 0)
+        oovID = try c.decodeIfPresent(Int.self, forKey: .oovID) ?? 0
+    }
+
+    /// FNV-1a, 64 bits, of the UTF-8 bytes (the documented hash of hash buckets).
+    public static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+}
+
+/// A fitted scaler of a dense feature, applied to raw values (one entry per column, or one for all).
+public struct Scaler: Codable, Sendable, Equatable {
+    /// Min-max to [0, 1] or standardisation.
+    public enum Kind: String, Codable, Sendable {
+        /// `(x − min) / (max − min)`.
+        case minmax
+        /// `(x − mean) / std`.
+        case standard
+    }
+
+    /// The rule.
+    public var kind: Kind
+    /// min (minmax) or mean (standard) per column.
+    public var shift: [Double]
+    /// max − min (minmax) or std (standard) per column.
+    public var scale: [Double]
+
+    /// A scaler.
+    public init(kind: Kind, shift: [Double], scale: [Double]) {
+        self.kind = kind
+        self.shift = shift
+        self.scale = scale
+    }
+}
+
 /// One input feature.
 public struct Feature: Codable, Sendable, Equatable {
     /// The name a batch uses for this feature.
@@ -175,6 +254,10 @@ public struct Feature: Codable, Sendable, Equatable {
     public var emptyMaxValue: Double?
     /// Ranking: `user` when the feature is given once per request (`Model.rank`); absent or `item` otherwise.
     public var side: FeatureSide?
+    /// Sparse and sequence: how raw values become ids (absent: ids are given).
+    public var vocabulary: Vocabulary?
+    /// Dense: the fitted scaler applied to raw values (absent: values are used as given).
+    public var scaler: Scaler?
 
     /// A feature.
     public init(
@@ -198,7 +281,7 @@ public struct Feature: Codable, Sendable, Equatable {
     public static func sparse(_ name: String, table: String) -> Feature { Feature(name: name, kind: .sparse, table: table) }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, width, table, pooling, side
+        case name, kind, width, table, pooling, side, vocabulary, scaler
         case maxLength = "max_length"
         case paddingID = "padding_id"
         case meanEpsilon = "mean_epsilon"

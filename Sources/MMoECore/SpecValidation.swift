@@ -305,8 +305,16 @@ private struct LayoutBuilder {
             case .dense:
                 let width = feature.width ?? 1
                 try checkWidth(width, at: at + ".width", what: "width")
-                guard feature.table == nil, feature.maxLength == nil, feature.pooling == nil else {
-                    throw fail(at, "a dense feature has no table, max_length or pooling")
+                guard feature.table == nil, feature.maxLength == nil, feature.pooling == nil, feature.vocabulary == nil else {
+                    throw fail(at, "a dense feature has no table, max_length, pooling or vocabulary")
+                }
+                if let scaler = feature.scaler {
+                    guard scaler.shift.count == scaler.scale.count, scaler.shift.count == 1 || scaler.shift.count == width else {
+                        throw fail(at + ".scaler", "needs one shift and one scale, or one per column (\(width))")
+                    }
+                    guard scaler.shift.allSatisfy(\.isFinite), scaler.scale.allSatisfy({ $0.isFinite && $0 != 0 }) else {
+                        throw fail(at + ".scaler", "shifts must be finite and scales finite and non-zero")
+                    }
                 }
                 widths[feature.name] = width
             case .sparse, .sequence:
@@ -314,6 +322,30 @@ private struct LayoutBuilder {
                 guard let dim = tableDims[table] else { throw fail(at + ".table", "unknown table \"\(table)\"") }
                 guard feature.width == nil || feature.width == dim else {
                     throw fail(at + ".width", "width \(feature.width ?? 0) differs from the table dim \(dim)")
+                }
+                guard feature.scaler == nil else { throw fail(at + ".scaler", "only a dense feature has a scaler") }
+                if let vocabulary = feature.vocabulary {
+                    let vocab = spec.tables.first { $0.name == table }?.vocabSize ?? 0
+                    switch (vocabulary.values, vocabulary.hashBuckets) {
+                    case (let values?, nil):
+                        guard vocabulary.offset >= 0, values.count + vocabulary.offset <= vocab else {
+                            throw fail(
+                                at + ".vocabulary",
+                                "\(values.count) values from id \(vocabulary.offset) exceed table \"\(table)\" (\(vocab) rows)")
+                        }
+                        guard Set(values).count == values.count else { throw fail(at + ".vocabulary.values", "a value is listed twice") }
+                    case (nil, let buckets?):
+                        guard buckets >= 1, vocabulary.offset >= 0, buckets + vocabulary.offset <= vocab else {
+                            throw fail(
+                                at + ".vocabulary.hash_buckets",
+                                "\(buckets) buckets from id \(vocabulary.offset) exceed table \"\(table)\" (\(vocab) rows)")
+                        }
+                    default:
+                        throw fail(at + ".vocabulary", "give either values or hash_buckets")
+                    }
+                    guard vocabulary.oovID >= 0, vocabulary.oovID < vocab else {
+                        throw fail(at + ".vocabulary.oov_id", "\(vocabulary.oovID) is outside table \"\(table)\" (\(vocab) rows)")
+                    }
                 }
                 if feature.kind == .sparse {
                     guard feature.maxLength == nil, feature.pooling == nil else {

@@ -26,6 +26,15 @@ public enum PredictionFiles {
                 }
                 batch[name] = FeatureArray(values: .float32(array.floats()), shape: array.shape)
             case .sparse, .sequence:
+                if let strings = array.strings() {
+                    guard feature.vocabulary != nil else {
+                        throw ImportError.malformed(
+                            path: path, offset: nil,
+                            reason: "feature '\(name)' holds strings but the model has no vocabulary for it (give ids)")
+                    }
+                    batch[name] = FeatureArray(values: .strings(strings), shape: array.shape)
+                    continue
+                }
                 switch array.ids() {
                 case .success(let ids): batch[name] = FeatureArray(values: .int64(ids), shape: array.shape)
                 case .failure(let bad):
@@ -96,6 +105,17 @@ public enum PredictionFiles {
                     for item in items { values.append(Float(try number(item, row: row))) }
                 }
                 batch[name] = FeatureArray(values: .float32(values), shape: width == 1 ? [cells.count] : [cells.count, width])
+            case .sparse where feature.vocabulary != nil, .sequence where feature.vocabulary != nil:
+                // Raw values: the cell (sparse) or its space-separated tokens (sequence, padded with "").
+                if feature.kind == .sparse {
+                    batch[name] = FeatureArray(
+                        values: .strings(cells.map { String($0[column]).trimmingCharacters(in: .whitespaces) }), shape: [cells.count])
+                } else {
+                    let length = max(1, tokens.map(\.count).max() ?? 1)
+                    var flat: [String] = []
+                    for items in tokens { flat += items.map(String.init) + Array(repeating: "", count: length - items.count) }
+                    batch[name] = FeatureArray(values: .strings(flat), shape: [cells.count, length])
+                }
             case .sparse, .sequence:
                 var rows: [[Int64]] = []
                 for (row, items) in tokens.enumerated() {

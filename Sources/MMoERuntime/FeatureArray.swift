@@ -12,12 +12,16 @@ public struct FeatureArray: Sendable, Equatable {
         case float32([Float])
         /// Ids (sparse and sequence features).
         case int64([Int64])
+        /// Raw values of a sparse or sequence feature with a vocabulary or hash buckets; in a
+        /// sequence the empty string is padding.
+        case strings([String])
 
         /// Number of values.
         public var count: Int {
             switch self {
             case .float32(let values): values.count
             case .int64(let values): values.count
+            case .strings(let values): values.count
             }
         }
 
@@ -26,6 +30,7 @@ public struct FeatureArray: Sendable, Equatable {
             switch self {
             case .float32: "float32"
             case .int64: "int64"
+            case .strings: "string"
             }
         }
     }
@@ -50,6 +55,30 @@ public struct FeatureArray: Sendable, Equatable {
     /// One id per example, shape `[B]`.
     public static func ids(_ values: [Int64]) -> FeatureArray {
         FeatureArray(values: .int64(values), shape: [values.count])
+    }
+
+    /// Example `index` alone (batch size 1).
+    public func row(_ index: Int) -> FeatureArray {
+        let per = shape.first.map { $0 > 0 ? values.count / $0 : 0 } ?? 0
+        let range = (index * per)..<((index + 1) * per)
+        let rowShape = [1] + shape.dropFirst()
+        switch values {
+        case .float32(let v): return FeatureArray(values: .float32(Array(v[range])), shape: rowShape)
+        case .int64(let v): return FeatureArray(values: .int64(Array(v[range])), shape: rowShape)
+        case .strings(let v): return FeatureArray(values: .strings(Array(v[range])), shape: rowShape)
+        }
+    }
+
+    /// Every example repeated `rows` times in order (a one-example array repeated gives `rows` copies).
+    public func repeated(rows: Int) -> FeatureArray {
+        var newShape = shape
+        if newShape.isEmpty { newShape = [0] }
+        newShape[0] = rows * max(shape.first ?? 1, 1)
+        switch values {
+        case .float32(let v): return FeatureArray(values: .float32((0..<rows).flatMap { _ in v }), shape: newShape)
+        case .int64(let v): return FeatureArray(values: .int64((0..<rows).flatMap { _ in v }), shape: newShape)
+        case .strings(let v): return FeatureArray(values: .strings((0..<rows).flatMap { _ in v }), shape: newShape)
+        }
     }
 
     /// Padded id lists, shape `[B, length]`.
@@ -121,6 +150,8 @@ public struct Prediction: Sendable, Equatable {
     public let widths: [String: Int]
     /// Gate weights in plan order (empty unless requested).
     public let gates: [GateWeights]
+    /// Raw values not in their feature's vocabulary (looked up as its out-of-vocabulary id), per feature.
+    public var unknownValues: [String: Int] = [:]
 
     /// The values of one output.
     public subscript(output: String) -> [Float]? { outputs[output] }

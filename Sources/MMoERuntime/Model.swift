@@ -73,7 +73,12 @@ public final class Model: Sendable {
             let table = feature.table.flatMap { tableIndex[$0] }
             let width = feature.kind == .dense ? (feature.width ?? 1) : tables[table ?? 0].dim
             featureIndex[feature.name] = inputs.count
-            inputs.append(InputPlan(feature: feature, column: column, width: width, table: table))
+            var vocabulary: [String: Int]?
+            if let values = feature.vocabulary?.values {
+                let offset = feature.vocabulary?.offset ?? 0
+                vocabulary = Dictionary(values.enumerated().map { ($1, $0 + offset) }, uniquingKeysWith: { a, _ in a })
+            }
+            inputs.append(InputPlan(feature: feature, column: column, width: width, table: table, vocabulary: vocabulary))
         }
         self.inputs = inputs
         self.featureIndex = featureIndex
@@ -179,7 +184,9 @@ public final class Model: Sendable {
             final[output.name] = named[output.name]
             widths[output.name] = width
         }
-        return Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, widths: widths, gates: gates)
+        var prediction = Prediction(batchSize: rows, outputNames: outputs.map(\.name), outputs: final, widths: widths, gates: gates)
+        prediction.unknownValues = buffers.unknown.withLock { $0 }
+        return prediction
     }
 
     private func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
@@ -249,16 +256,26 @@ public final class Model: Sendable {
                     throw .wrongShape(feature: feature.name, expected: "\(array.values.count) values", actual: shape)
                 }
             case .sparse:
-                guard case .int64 = array.values else {
-                    throw .wrongDType(feature: feature.name, expected: "int64", actual: array.values.dtypeName)
+                if case .strings = array.values, feature.vocabulary != nil {
+                } else {
+                    guard case .int64 = array.values else {
+                        throw .wrongDType(
+                            feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
+                            actual: array.values.dtypeName)
+                    }
                 }
                 guard (shape.count == 1 || (shape.count == 2 && shape[1] == 1)), shape[0] >= 0,
                     shape[0] == array.values.count
                 else { throw .wrongShape(feature: feature.name, expected: "[B] or [B, 1]", actual: shape) }
                 featureRows = shape[0]
             case .sequence:
-                guard case .int64 = array.values else {
-                    throw .wrongDType(feature: feature.name, expected: "int64", actual: array.values.dtypeName)
+                if case .strings = array.values, feature.vocabulary != nil {
+                } else {
+                    guard case .int64 = array.values else {
+                        throw .wrongDType(
+                            feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
+                            actual: array.values.dtypeName)
+                    }
                 }
                 let maxLength = feature.maxLength ?? 1
                 guard shape.count == 2, shape[0] >= 0, shape[1] >= 1, shape[1] <= maxLength,
@@ -290,11 +307,11 @@ public final class Model: Sendable {
         if let rank {
             try assembleInput(
                 start: start, rows: rows, batch: batch, options: options, into: items, ld: rank.plan.itemWidth, rowScratch: scratch.extra,
-                selection: rank.plan.itemSelection)
+                selection: rank.plan.itemSelection, unknown: outputs)
         } else {
             try assembleInput(
                 start: start, rows: rows, batch: batch, options: options, into: pointer(inputView), ld: ld(inputView),
-                rowScratch: scratch.extra)
+                rowScratch: scratch.extra, unknown: outputs)
         }
 
         for (index, step) in steps.enumerated() {
@@ -401,25 +418,54 @@ public final class Model: Sendable {
     /// `selection` (input plan index, column) writes only those features at those columns.
     func assembleInput(
         start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, into base: UnsafeMutablePointer<Float>, ld: Int,
-        rowScratch: UnsafeMutablePointer<Float>, selection: [(index: Int, column: Int)]? = nil
+        rowScratch: UnsafeMutablePointer<Float>, selection: [(index: Int, column: Int)]? = nil, unknown: OutputBuffers? = nil
     ) throws(PredictError) {
         for (index, column) in selection ?? inputs.enumerated().map({ ($0.offset, $0.element.column) }) {
             let plan = inputs[index]
-            guard let array = batch[index] else { throw .missingFeature(plan.feature.name) }
+            guard var array = batch[index] else { throw .missingFeature(plan.feature.name) }
             let feature = plan.feature
+            var chunkStart = start
+            if case .strings(let raw) = array.values, let rule = feature.vocabulary {
+                // Raw values of these rows to ids; the empty string is a sequence's padding.
+                let per = feature.kind == .sequence ? array.shape[1] : 1
+                var ids = [Int64](repeating: 0, count: rows * per)
+                var misses = 0
+                for i in 0..<(rows * per) {
+                    let value = raw[start * per + i]
+                    if feature.kind == .sequence, value.isEmpty {
+                        ids[i] = Int64(feature.paddingID ?? rule.oovID)
+                    } else if let id = plan.id(of: value) {
+                        ids[i] = Int64(id)
+                    } else {
+                        ids[i] = Int64(rule.oovID)
+                        misses += 1
+                    }
+                }
+                if misses > 0 { unknown?.countUnknown(feature.name, misses) }
+                array = FeatureArray(values: .int64(ids), shape: [rows] + array.shape.dropFirst())
+                chunkStart = 0
+            }
+            let start = chunkStart
             switch array.values {
             case .float32(let values):
                 let width = plan.width
+                let scaler = feature.scaler
                 for r in 0..<rows {
                     let destination = base + r * ld + column
                     for c in 0..<width {
-                        let v = values[(start + r) * width + c]
+                        var v = values[(start + r) * width + c]
                         if options.nonFinite == .reject, !v.isFinite {
                             throw .nonFiniteInput(feature: feature.name, row: start + r, column: c)
+                        }
+                        if let scaler {
+                            let k = scaler.shift.count == 1 ? 0 : c
+                            v = Float((Double(v) - scaler.shift[k]) / scaler.scale[k])
                         }
                         destination[c] = v
                     }
                 }
+            case .strings:
+                throw .wrongDType(feature: feature.name, expected: "int64", actual: "string")
             case .int64(let ids):
                 guard let tableIndex = plan.table else { continue }
                 let table = tables[tableIndex]
@@ -490,6 +536,11 @@ final class OutputBuffers: @unchecked Sendable {
         }
         self.gateWidths = gateWidths
     }
+
+    /// Raw values not in their vocabulary, per feature (any thread).
+    let unknown = Mutex<[String: Int]>([:])
+
+    func countUnknown(_ feature: String, _ count: Int) { unknown.withLock { $0[feature, default: 0] += count } }
 
     deinit {
         for p in heads { p.deallocate() }

@@ -83,6 +83,15 @@ struct InputPlan: Sendable {
     var column: Int
     var width: Int
     var table: Int?  // index into Model.tables
+    /// Raw value → id, for a feature with a vocabulary list.
+    var vocabulary: [String: Int]? = nil
+
+    /// The id of a raw value (nil: out of vocabulary).
+    func id(of value: String) -> Int? {
+        guard let rule = feature.vocabulary else { return nil }
+        if let buckets = rule.hashBuckets { return Int(Vocabulary.fnv1a(value) % UInt64(buckets)) + rule.offset }
+        return vocabulary?[value]
+    }
 }
 
 /// A linear layer's weight `[out, in]`: the model's tensor, and the per-row factors of the

@@ -119,15 +119,7 @@ extension Model {
         return first.name
     }
 
-    static func repeated(_ array: FeatureArray, rows: Int) -> FeatureArray {
-        let per = array.values.count
-        var shape = array.shape
-        shape[0] = rows
-        switch array.values {
-        case .float32(let v): return FeatureArray(values: .float32((0..<rows).flatMap { _ in v.prefix(per) }), shape: shape)
-        case .int64(let v): return FeatureArray(values: .int64((0..<rows).flatMap { _ in v.prefix(per) }), shape: shape)
-        }
-    }
+    static func repeated(_ array: FeatureArray, rows: Int) -> FeatureArray { array.row(0).repeated(rows: rows) }
 
     /// The split of the first layers for this user side, compiled once per side and cached;
     /// nil when the path cannot split them (BLAS, bf16 weights, a first layer that is not a

@@ -138,20 +138,10 @@ struct Bench: ParsableCommand {
             guard let array = full[name] else {
                 throw ValidationError("--user-features: '\(printable(name))' is not a feature of the model")
             }
-            let per = array.values.count / max(array.shape[0], 1)
-            let shape = [1] + array.shape.dropFirst()
-            switch array.values {
-            case .float32(let v): user[name] = FeatureArray(values: .float32(Array(v.prefix(per))), shape: shape)
-            case .int64(let v): user[name] = FeatureArray(values: .int64(Array(v.prefix(per))), shape: shape)
-            }
+            let row = array.row(0)
+            user[name] = row
             // The plain batch repeats the user's row on every candidate.
-            switch user[name]?.values {
-            case .float32(let v)?:
-                full[name] = FeatureArray(values: .float32((0..<candidates).flatMap { _ in v }), shape: [candidates] + shape.dropFirst())
-            case .int64(let v)?:
-                full[name] = FeatureArray(values: .int64((0..<candidates).flatMap { _ in v }), shape: [candidates] + shape.dropFirst())
-            case nil: break
-            }
+            full[name] = row.repeated(rows: candidates)
         }
         let items = full.filter { !side.contains($0.key) }
         let ranking = try loaded.rank(user: user, candidates: items, userFeatures: side)

@@ -59,6 +59,25 @@ struct Convert: ParsableCommand {
         ))
     var fusion: String?
 
+    @Option(
+        name: .long,
+        help: "FEATURE=FILE: store the raw value -> id vocabulary of a sparse or sequence feature (JSON list, .npy, text or CSV).")
+    var vocab: [String] = []
+
+    @Option(name: .long, help: "With --vocab: id of the first listed value (default 1: 0 stays padding/unknown).")
+    var vocabOffset = 1
+
+    @Option(name: .long, help: "With --vocab: id of values not in the vocabulary.")
+    var oovId = 0
+
+    @Option(name: .long, help: "FEATURE=N: map raw values to N hash buckets (FNV-1a 64).")
+    var hashBuckets: [String] = []
+
+    @Option(
+        name: .long,
+        help: "FEATURE=minmax:MIN:MAX or FEATURE=standard:MEAN:STD (comma-separated per column): the dense feature's fitted scaler.")
+    var scaler: [String] = []
+
     @Option(name: .long, help: "Mark these comma-separated features \"side\": \"user\" (given once per ranking request).")
     var userFeatures: String?
 
@@ -101,6 +120,11 @@ struct Convert: ParsableCommand {
             for note in result.notes { printNote("  \(note)") }
             if let dtype, let target = DType(rawValue: dtype) {
                 result.tensors = try ModelTransforms.convertFloats(result.tensors, to: target)
+            }
+            for note in try Preprocessing.apply(
+                to: &result.spec, vocab: vocab, offset: vocabOffset, oovID: oovId, hashBuckets: hashBuckets, scalers: scaler)
+            {
+                printNote("  preprocessing: \(note)")
             }
             if let userFeatures {
                 let names = Set(userFeatures.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })

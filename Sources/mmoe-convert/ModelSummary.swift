@@ -87,13 +87,18 @@ struct ModelSummary {
         }
         lines.append("outputs: \(outputs.joined(separator: ", "))")
         let features = spec.features.map { f -> String in
+            var parts: [String]
             switch f.kind {
-            case .dense where f.side == .user: return "\(f.name) (dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : ""), user)"
-            case .sparse where f.side == .user: return "\(f.name) (sparse: \(f.table ?? ""), user)"
-            case .dense: return "\(f.name) (dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : ""))"
-            case .sparse: return "\(f.name) (sparse: \(f.table ?? ""))"
-            case .sequence: return "\(f.name) (sequence \(f.pooling?.rawValue ?? "sum") <= \(f.maxLength ?? 0): \(f.table ?? ""))"
+            case .dense: parts = ["dense\((f.width ?? 1) > 1 ? " x\(f.width ?? 1)" : "")"]
+            case .sparse: parts = ["sparse: \(f.table ?? "")"]
+            case .sequence: parts = ["sequence \(f.pooling?.rawValue ?? "sum") <= \(f.maxLength ?? 0): \(f.table ?? "")"]
             }
+            if let vocabulary = f.vocabulary {
+                parts.append(vocabulary.hashBuckets.map { "\($0) hash buckets" } ?? "vocabulary \(vocabulary.values?.count ?? 0)")
+            }
+            if let scaler = f.scaler { parts.append("\(scaler.kind.rawValue) scaler") }
+            if f.side == .user { parts.append("user") }
+            return "\(f.name) (\(parts.joined(separator: ", ")))"
         }
         lines.append("features (\(spec.features.count)): \(features.joined(separator: ", "))")
         lines.append("tables: \(spec.tables.map { "\($0.name) \($0.vocabSize)x\($0.dim)" }.joined(separator: ", "))")

@@ -69,6 +69,10 @@ struct Predict: ParsableCommand {
             print(
                 "wrote \(prediction.batchSize) rows of \(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)"
             )
+            for (feature, count) in prediction.unknownValues.sorted(by: { $0.key < $1.key }) {
+                let oov = loaded.spec.features.first { $0.name == feature }?.vocabulary?.oovID ?? 0
+                print("unknown values: \(count) of '\(feature)' not in its vocabulary (looked up as id \(oov))")
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MMoECore
 import MMoEImport
 import MMoETestSupport
 import Testing
@@ -281,6 +282,87 @@ struct CommandLineTests {
         #expect(lines.map { $0["mode"] as? String } == ["rank", "batch"])
         #expect(lines.allSatisfy { ($0["examples_per_s"] as? Double ?? 0) > 0 })
         #expect((lines.first?["max_abs_output_difference"] as? Double ?? 1) <= 1e-5)
+    }
+
+    @Test(
+        "preprocessing stored with the model: raw values through vocabularies and a scaler equal the ids; unknown values counted; .mmoe and HDF5 keep it"
+    )
+    func preprocessing() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let source = fixturesPath + "/torch/rechub_mmoe"
+        // A LabelEncoder-style classes_ array: raw "item<k>" is id k + 1 - 1 (offset 0 here).
+        try NumpyArchive.write(["classes": .strings((0..<40).map { "item\($0)" }, shape: [40])], to: folder.file("classes.npz"))
+        try Data(NumpyFormat.encode(.strings((0..<40).map { "item\($0)" }, shape: [40]))).write(
+            to: URL(fileURLWithPath: folder.file("classes.npy")))
+        let model = folder.file("raw.mmoe")
+        let convert = try mmoeConvert([
+            "convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", model, "--vocab",
+            "item_id=" + folder.file("classes.npy"),
+            "--vocab", "hist_items=" + folder.file("classes.npy"), "--vocab-offset", "0", "--scaler", "price=standard:0.5:2",
+            "--user-features", "user id",
+        ])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stderr.contains("item_id: vocabulary of 40 values"), "\(convert.stderr)")
+        // The fixture's inputs as raw values: item names, padding as "", price unscaled (x * 2 + 0.5).
+        var inputs = try NumpyArchive.read(path: source + "/inputs.npz")
+        let items = try #require(inputs["item_id"]).ids().get()
+        let history = try #require(inputs["hist_items"])
+        let historyIDs = try history.ids().get()
+        let prices = try #require(inputs["price"]).floats()
+        inputs["item_id"] = .strings(items.map { "item\($0)" }, shape: [items.count])
+        inputs["hist_items"] = .strings(historyIDs.map { $0 == 0 ? "" : "item\($0)" }, shape: history.shape)
+        inputs["price"] = .float32(prices.map { $0 * 2 + 0.5 }, shape: [prices.count])
+        try NumpyArchive.write(inputs, to: folder.file("raw.npz"))
+        let verify = try mmoeConvert(["verify", model, "--inputs", folder.file("raw.npz"), "--expected", source + "/outputs.npz"])
+        #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+        // An unknown value goes to the out-of-vocabulary id and is counted.
+        var unknown = inputs
+        unknown["item_id"] = .strings(["nope"] + items.dropFirst().map { "item\($0)" }, shape: [items.count])
+        try NumpyArchive.write(unknown, to: folder.file("unknown.npz"))
+        let predict = try mmoeConvert(["predict", model, "--inputs", folder.file("unknown.npz"), "-o", folder.file("p.npz")])
+        #expect(predict.stdout.contains("unknown values: 1 of 'item_id' not in its vocabulary (looked up as id 0)"), "\(predict.stdout)")
+        // The same raw values from CSV: strings, sequences as space-separated values.
+        let ids = try #require(inputs["user id"]).ids().get()
+        let tags = try #require(inputs["tags"])
+        let tagIDs = try tags.ids().get()
+        let ages = try #require(inputs["age"]).floats()
+        var csv = "user id,price,item_id,hist_items,tags,age\n"
+        for r in 0..<items.count {
+            let hist = (0..<history.shape[1]).map { historyIDs[r * history.shape[1] + $0] }.filter { $0 != 0 }.map { "item\($0)" }.joined(
+                separator: " ")
+            let tagCells = (0..<tags.shape[1]).map { String(tagIDs[r * tags.shape[1] + $0]) }.joined(separator: " ")
+            csv += "\(ids[r]),\(prices[r] * 2 + 0.5),item\(items[r]),\(hist),\(tagCells),\(ages[r])\n"
+        }
+        try csv.write(toFile: folder.file("raw.csv"), atomically: true, encoding: .utf8)
+        let fromCSV = try mmoeConvert(["verify", model, "--inputs", folder.file("raw.csv"), "--expected", source + "/outputs.npz"])
+        #expect(fromCSV.status == 0, "\(fromCSV.stdout) \(fromCSV.stderr)")
+        // Bad raw input names the feature: strings without a vocabulary, non-numeric dense values.
+        try
+            (csv.replacingOccurrences(of: ",item\(items[0]),", with: ",item\(items[0]),", options: [], range: nil)
+            .replacingOccurrences(of: "\n\(ids[0]),", with: "\nalice,")).write(
+                toFile: folder.file("bad.csv"), atomically: true, encoding: .utf8)
+        let bad = try mmoeConvert(["predict", model, "--inputs", folder.file("bad.csv"), "-o", folder.file("p.npz")])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("line 2 column 'user id': 'alice' is not an integer id"), "\(bad.stderr)")
+        var strings = inputs
+        strings["user id"] = .strings(ids.map { "u\($0)" }, shape: [ids.count])
+        try NumpyArchive.write(strings, to: folder.file("strings.npz"))
+        let noVocabulary = try mmoeConvert(["predict", model, "--inputs", folder.file("strings.npz"), "-o", folder.file("p.npz")])
+        #expect(
+            noVocabulary.stderr.contains("feature 'user id' holds strings but the model has no vocabulary for it"), "\(noVocabulary.stderr)"
+        )
+        // Stored with the model: .mmoe and HDF5 give back the same spec.
+        let h5 = folder.file("raw.h5")
+        #expect(try mmoeConvert(["convert", model, "-o", h5]).status == 0)
+        let fromMMoE = try ModelImporter.load(path: model).spec
+        let fromHDF5 = try ModelImporter.load(path: h5).spec
+        #expect(fromMMoE == fromHDF5)
+        #expect(fromMMoE.features.first { $0.name == "item_id" }?.vocabulary?.values?.count == 40)
+        #expect(fromMMoE.features.first { $0.name == "price" }?.scaler == Scaler(kind: .standard, shift: [0.5], scale: [2]))
+        #expect(fromMMoE.features.first { $0.name == "user id" }?.side == .user)
+        let inspect = try mmoeConvert(["inspect", model])
+        #expect(inspect.stdout.contains("vocabulary 40"), "\(inspect.stdout)")
     }
 
     @Test("gates table and SVG heatmap; bench JSON")

@@ -76,6 +76,7 @@ func writeBatch(_ batch: [String: FeatureArray], to path: String) throws {
         switch array.values {
         case .float32(let values): arrays[name] = .float32(values, shape: array.shape)
         case .int64(let ids): arrays[name] = NumpyArray(descr: "<i8", shape: array.shape, data: ids.withUnsafeBytes { Array($0) })
+        case .strings(let values): arrays[name] = .strings(values, shape: array.shape)
         }
     }
     try NumpyArchive.write(arrays, to: path)

@@ -78,6 +78,7 @@ struct BatchErrorTests {
             switch array.values {
             case .float32: empty[name] = FeatureArray(values: .float32([]), shape: shape)
             case .int64: empty[name] = FeatureArray(values: .int64([]), shape: shape)
+            case .strings: empty[name] = FeatureArray(values: .strings([]), shape: shape)
             }
         }
         let prediction = try model.predict(empty)

@@ -16,13 +16,8 @@ struct RankingTests {
         var user: [String: FeatureArray] = [:]
         for name in userSide {
             guard let array = batch[name] else { continue }
-            // Row 0 only.
-            let per = array.values.count / max(array.shape[0], 1)
-            switch array.values {
-            case .float32(let v): user[name] = FeatureArray(values: .float32(Array(v.prefix(per))), shape: [1] + array.shape.dropFirst())
-            case .int64(let v): user[name] = FeatureArray(values: .int64(Array(v.prefix(per))), shape: [1] + array.shape.dropFirst())
-            }
-            batch[name] = Model.repeated(user[name] ?? array, rows: rows)
+            user[name] = array.row(0)
+            batch[name] = array.row(0).repeated(rows: rows)
         }
         let candidates = batch.filter { !userSide.contains($0.key) }
         return (user, candidates, batch)

@@ -78,6 +78,7 @@ struct ReferenceParityTests {
             switch array.values {
             case .float32(let v): tail[name] = FeatureArray(values: .float32(Array(v[((rows - 5) * width)...])), shape: shape)
             case .int64(let v): tail[name] = FeatureArray(values: .int64(Array(v[((rows - 5) * width)...])), shape: shape)
+            case .strings(let v): tail[name] = FeatureArray(values: .strings(Array(v[((rows - 5) * width)...])), shape: shape)
             }
         }
         let part = try model.predict(tail)

@@ -20,8 +20,20 @@ public enum RandomSpecs {
         for f in 0..<(1 + r.int(5)) {
             let table = tables[r.int(tables.count)].name
             switch r.int(3) {
-            case 0: features.append(.dense("d\(f)", width: 1 + r.int(3)))
-            case 1: features.append(.sparse("s \(f)", table: table))
+            case 0:
+                let width = 1 + r.int(3)
+                var feature = Feature.dense("d\(f)", width: width)
+                if r.int(2) == 0 {
+                    let columns = r.int(2) == 0 ? 1 : width
+                    feature.scaler = Scaler(
+                        kind: r.int(2) == 0 ? .standard : .minmax, shift: (0..<columns).map { _ in Double(r.uniform(-1, 1)) },
+                        scale: (0..<columns).map { _ in Double(r.uniform(0.5, 2)) })
+                }
+                features.append(feature)
+            case 1:
+                var feature = Feature.sparse("s \(f)", table: table)
+                if r.int(3) == 0 { feature.vocabulary = Vocabulary(values: ["a", "b"], offset: 0, oovID: 0) }
+                features.append(feature)
             default:
                 let pooling = [Pooling.sum, .mean, .max][r.int(3)]
                 features.append(

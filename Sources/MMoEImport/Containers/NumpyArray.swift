@@ -28,6 +28,40 @@ public struct NumpyArray: Sendable, Equatable {
         NumpyArray(descr: "<f4", shape: shape, data: values.withUnsafeBytes { Array($0) })
     }
 
+    /// A fixed-width unicode array (`<U<n>`, UTF-32 little-endian, NUL padded), as NumPy stores
+    /// `np.array(["a", "bc"])` and a LabelEncoder's `classes_`.
+    public static func strings(_ values: [String], shape: [Int]) -> NumpyArray {
+        let width = max(1, values.map(\.unicodeScalars.count).max() ?? 1)
+        var data = [UInt8]()
+        data.reserveCapacity(values.count * width * 4)
+        for value in values {
+            let scalars = Array(value.unicodeScalars)
+            for i in 0..<width {
+                let code = i < scalars.count ? scalars[i].value : 0
+                withUnsafeBytes(of: code.littleEndian) { data += $0 }
+            }
+        }
+        return NumpyArray(descr: "<U\(width)", shape: shape, data: data)
+    }
+
+    /// The characters of a `<U<n>` array, one string per element (nil for other dtypes).
+    public func strings() -> [String]? {
+        guard descr.hasPrefix("<U"), let width = Int(descr.dropFirst(2)), width > 0 else { return nil }
+        var result: [String] = []
+        result.reserveCapacity(count)
+        for i in 0..<count {
+            var scalars = String.UnicodeScalarView()
+            for j in 0..<width {
+                let at = (i * width + j) * 4
+                let code = UInt32(data[at]) | UInt32(data[at + 1]) << 8 | UInt32(data[at + 2]) << 16 | UInt32(data[at + 3]) << 24
+                if code == 0 { break }
+                scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+            }
+            result.append(String(scalars))
+        }
+        return result
+    }
+
     /// Whether the dtype is a float type.
     public var isFloat: Bool { descr.hasSuffix("f2") || descr.hasSuffix("f4") || descr.hasSuffix("f8") }
 
@@ -122,7 +156,11 @@ public enum NumpyFormat {
         guard case .bool(let fortran)? = fields["fortran_order"] else { throw fail(headerStart, "header has no 'fortran_order'") }
         guard case .tuple(let shape)? = fields["shape"] else { throw fail(headerStart, "header has no 'shape' tuple") }
         let normalized = descr == "=f4" ? "<f4" : descr == "=i8" ? "<i8" : descr
-        guard let itemSize = NumpyArray.itemSizes[normalized] else {
+        let unicodeWidth = normalized.hasPrefix("<U") ? Int(normalized.dropFirst(2)) : nil
+        if let width = unicodeWidth, !(1...(1 << 20)).contains(width) {
+            throw .unsupported(path: path, reason: "array dtype '\(descr)': strings of 1 to 1048576 characters are supported")
+        }
+        guard let itemSize = unicodeWidth.map({ $0 * 4 }) ?? NumpyArray.itemSizes[normalized] else {
             throw .unsupported(path: path, reason: "array dtype '\(descr)' is not supported (use little-endian float or integer)")
         }
         guard shape.count <= 32, let count = Tensor.checkedElementCount(shape),

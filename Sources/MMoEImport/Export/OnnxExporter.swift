@@ -202,7 +202,14 @@ struct OnnxGraphBuilder {
             switch feature.kind {
             case .dense:
                 graphInputs.append((feature.name, 1, [.symbol("N"), .fixed(feature.width ?? 1)]))
-                pieces[feature.name] = feature.name
+                if let scaler = feature.scaler {
+                    // The fitted scaler on the raw values, as the runtime applies it.
+                    let shift = floats(scaler.shift.map { Float($0) }, dims: [scaler.shift.count])
+                    let scale = floats(scaler.scale.map { Float($0) }, dims: [scaler.scale.count])
+                    pieces[feature.name] = node("Div", [node("Sub", [feature.name, shift]), scale])
+                } else {
+                    pieces[feature.name] = feature.name
+                }
             case .sparse:
                 graphInputs.append((feature.name, 7, [.symbol("N")]))
                 pieces[feature.name] = try lookup(table: feature.table ?? "", ids: feature.name)
