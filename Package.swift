@@ -17,7 +17,9 @@ let package = Package(
         .executable(name: "mmoe-convert", targets: ["mmoe-convert"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package generate-documentation` (scripts/docs.sh): DocC for the public modules.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // MARK: C libraries (implementation details: tiny system-library targets with shims)

@@ -14,3 +14,5 @@ MMOE_KERNEL=blas swift test --skip-build --filter MMoERuntimeTests
 MMOE_NO_AMX=1 swift test --skip-build --filter KernelPathTests
 # A separate package embedding the runtime (import MMoE): built, run, compared with the CLI.
 bash scripts/example-embed.sh
+# DocC for the public modules (swift-docc-plugin), warnings refused.
+bash scripts/docs.sh
