@@ -86,6 +86,13 @@ public enum PredictionFiles {
         for (column, name) in header.enumerated() {
             guard let feature = features[name] else { continue }
             let tokens = cells.map { $0[column].split(separator: " ") }
+            if feature.kind == .sequence, let longest = feature.maxLength,
+                let row = tokens.firstIndex(where: { $0.count > longest })
+            {
+                throw ImportError.malformed(
+                    path: path, offset: nil,
+                    reason: "line \(row + 2) column '\(name)' holds \(tokens[row].count) values; the sequence takes at most \(longest)")
+            }
             func number(_ token: Substring, row: Int) throws -> Double {
                 guard let value = Double(token) else {
                     throw ImportError.malformed(

@@ -140,6 +140,12 @@ enum UserFeatures {
                     result[name] = .ids(ids)
                 } else {
                     guard !ids.isEmpty else { throw InputError(description: "\(path): sequence feature '\(printable(name))' is empty") }
+                    guard ids.count <= feature.maxLength ?? Int.max else {
+                        throw InputError(
+                            description:
+                                "\(path): sequence feature '\(printable(name))' holds \(ids.count) ids; it takes at most \(feature.maxLength ?? 0)"
+                        )
+                    }
                     result[name] = .sequences(ids, length: ids.count)
                 }
             }

@@ -300,7 +300,7 @@ struct CommandLineTests {
             "convert", source + "/model.pt", "--spec", source + "/conversion.json", "-o", model, "--vocab",
             "item_id=" + folder.file("classes.npy"),
             "--vocab", "hist_items=" + folder.file("classes.npy"), "--vocab-offset", "0", "--scaler", "price=standard:0.5:2",
-            "--user-features", "user id",
+            "--user-features", "user id", "--fusion", "sum:click=1,watch=0.1",
         ])
         #expect(convert.status == 0, "\(convert.stderr)")
         #expect(convert.stderr.contains("item_id: vocabulary of 40 values"), "\(convert.stderr)")
@@ -361,6 +361,13 @@ struct CommandLineTests {
         #expect(fromMMoE.features.first { $0.name == "item_id" }?.vocabulary?.values?.count == 40)
         #expect(fromMMoE.features.first { $0.name == "price" }?.scaler == Scaler(kind: .standard, shift: [0.5], scale: [2]))
         #expect(fromMMoE.features.first { $0.name == "user id" }?.side == .user)
+        #expect(fromMMoE.resolvedOutputs.last?.fusion?.kind == .weightedSum)
+        // A sequence longer than its max_length names the line and column.
+        let long = csv.replacingOccurrences(
+            of: ",item\(items[0]),", with: ",item\(items[0]),item1 item2 item3 item4 item5 item6 ", options: [], range: nil)
+        try long.write(toFile: folder.file("long.csv"), atomically: true, encoding: .utf8)
+        let tooLong = try mmoeConvert(["predict", model, "--inputs", folder.file("long.csv"), "-o", folder.file("p.npz")])
+        #expect(tooLong.stderr.contains("column 'hist_items' holds"), "\(tooLong.stderr)")
         let inspect = try mmoeConvert(["inspect", model])
         #expect(inspect.stdout.contains("vocabulary 40"), "\(inspect.stdout)")
     }
