@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harness and fuzzes one parser for a while.
 #   bash FuzzTesting/run.sh TARGET [SECONDS]
-# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras keras-config onnx
+# TARGET: mmoe hdf5 torch safetensors npy npz csv conversion-spec model-spec tf-index keras keras-config onnx onnx-export
 # Seeds come from fixtures/ (copied into FuzzTesting/corpus/TARGET); crashes are written to
 # FuzzTesting/crashes/TARGET; copy fixed ones to fixtures/fuzz-regressions/TARGET/ so that
 # the normal test suite replays them.
@@ -23,8 +23,14 @@ case $target in
     torch) seed ../fixtures/torch/*/model.pt ../fixtures/torch/*/*.ckpt ../fixtures/torch/*/*_checkpoint.pt ../fixtures/hostile/*.pt ;;
     safetensors) seed ../fixtures/torch/plain_*/model.safetensors ../fixtures/hostile/*.safetensors ;;
     npz) seed ../fixtures/torch/plain_*/inputs.npz ../fixtures/hostile/*.npz ;;
-    npy) python3 -c "import numpy as np; np.save('$corpus/a.npy', np.arange(6, dtype=np.float32).reshape(2,3)); np.save('$corpus/b.npy', np.arange(4))" ;;
-    csv) printf 'd,s,q\n1 2,3,1 2 3\n0.5 -1,9,4\n' > "$corpus/seed.csv" ;;
+    npy) python3 -c "import numpy as np; np.save('$corpus/a.npy', np.arange(6, dtype=np.float32).reshape(2,3)); np.save('$corpus/b.npy', np.arange(4)); np.save('$corpus/c.npy', np.array(['ab', 'cde']))" ;;
+    csv) printf 'd,s,q,w,x\n1 2,3,1 2 3,a b,0.5\n0.5 -1,9,4,zz,-3\n' > "$corpus/seed.csv" ;;
+    onnx-export)
+        # Exports of fixtures written by the project's own (debug) build of mmoe-convert.
+        tool=../.build/debug/mmoe-convert
+        for f in rechub_mmoe rechub_ple rechub_aitm; do
+            "$tool" convert ../fixtures/torch/$f/model.pt --spec ../fixtures/torch/$f/conversion.json -o "$corpus/$f.onnx" > /dev/null 2>&1 || true
+        done ;;
     conversion-spec) seed ../fixtures/torch/plain_*/conversion.json ;;
     tf-index) seed ../fixtures/keras/*/tf_checkpoint/model.index ;;
     onnx) seed ../fixtures/torch/*/model.legacy*.onnx ../fixtures/torch/*/model.dynamo18.onnx ../fixtures/hostile/onnx_*.onnx ;;

@@ -11,18 +11,25 @@ public enum ParserHarness {
     /// The parsers that can be exercised.
     public static let targets = [
         "mmoe", "hdf5", "torch", "safetensors", "npy", "npz", "csv", "conversion-spec", "model-spec", "tf-index", "keras", "keras-config",
-        "onnx",
+        "onnx", "onnx-export",
     ]
 
-    /// A small model whose spec the CSV target reads inputs for.
-    static let csvSpec = ModelSpec(
-        tables: [EmbeddingTable(name: "t", vocabSize: 10, dim: 2)],
-        features: [
-            .dense("d", width: 2), .sparse("s", table: "t"),
-            Feature(name: "q", kind: .sequence, table: "t", maxLength: 4, pooling: .mean, paddingID: 0),
-        ],
-        architecture: Architecture(type: .sharedBottom, towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
-        tasks: [TaskHead(name: "y")])
+    /// A small model whose spec the CSV target reads inputs for: ids, and raw values of a
+    /// feature with a vocabulary.
+    static let csvSpec: ModelSpec = {
+        var words = Feature(name: "w", kind: .sequence, table: "t", maxLength: 3, pooling: .sum, paddingID: 0)
+        words.vocabulary = Vocabulary(values: ["a", "b", "c"], offset: 1, oovID: 0)
+        var scaled = Feature.dense("x")
+        scaled.scaler = Scaler(kind: .standard, shift: [1], scale: [2])
+        return ModelSpec(
+            tables: [EmbeddingTable(name: "t", vocabSize: 10, dim: 2)],
+            features: [
+                .dense("d", width: 2), .sparse("s", table: "t"),
+                Feature(name: "q", kind: .sequence, table: "t", maxLength: 4, pooling: .mean, paddingID: 0), words, scaled,
+            ],
+            architecture: Architecture(type: .sharedBottom, towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y")])
+    }()
 
     /// Parses `bytes` with `target`; file-based parsers write them to `scratch` + a suffix.
     /// `weights` names a checkpoint for the conversion-spec target. Returns whether the input
@@ -49,7 +56,10 @@ public enum ParserHarness {
         case "safetensors":
             return (try? SafetensorsReader.read(storage: ByteStorage(copying: Array(bytes)), path: "fuzz.safetensors")) != nil
         case "npy":
-            return (try? NumpyFormat.parse(bytes, path: "fuzz.npy")) != nil
+            guard let array = try? NumpyFormat.parse(bytes, path: "fuzz.npy") else { return false }
+            _ = array.strings()
+            _ = array.floats()
+            return true
         case "npz":
             return (try? NumpyArchive.read(path: file(".npz"))) != nil
         case "csv":
@@ -80,6 +90,15 @@ public enum ParserHarness {
             guard let (checkpoint, _) = try? OnnxReader.read(path: path) else { return false }
             _ = try? ModelImporter.load(path: path, format: .onnx)
             return !checkpoint.tensors.isEmpty
+        case "onnx-export":
+            // A file swift-mmoe exported: the spec from its metadata, tensors by canonical name,
+            // then the model compiled and run on a random batch.
+            let path = file(".onnx")
+            guard let result = try? ModelImporter.load(path: path, format: .onnx),
+                let model = try? Model(spec: result.spec, tensors: result.tensors)
+            else { return false }
+            _ = try? model.predict(PredictionFiles.randomBatch(result.spec, rows: 3, seed: 1))
+            return true
         case "model-spec":
             return (try? ModelSpec.decode(json: Array(bytes))) != nil
         default:
