@@ -181,7 +181,7 @@ struct ReliabilityTests {
 /// files are generated at test time by `fixtures/scripts/make_large_reproductions.py`.
 @Suite("Allocations sized by files", .serialized)
 struct AllocationBudgetTests {
-    @Test("bombs under a 4 GB address-space limit: .pt storage, .npz, .keras, prediction inputs, a 9 M-row CSV")
+    @Test("bombs under a 4 GB address-space limit: .pt storage, .npz, .keras, prediction inputs, a 9 M-row CSV, 1,001 views of one storage")
     func bombs() throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
@@ -199,6 +199,8 @@ struct AllocationBudgetTests {
             ["inspect", folder.file("bomb.pt")], ["inspect", folder.file("bomb.npz")], ["inspect", folder.file("bomb.keras")],
             ["predict", model, "--inputs", folder.file("bomb_inputs.npz"), "-o", folder.file("p.npz")],
             ["predict", model, "--inputs", folder.file("rows.csv"), "-o", folder.file("p.npz")],
+            // Item 8: 1,001 views of one 4 MB storage make a 4 GB model; refused before anything is written.
+            ["convert", folder.file("views.pt"), "--spec", folder.file("views.json"), "-o", folder.file("views.mmoe")],
         ]
         for arguments in runs {
             let result = try mmoeConvert(["--as=4000000000", "--"] + arguments, prefix: "/usr/bin/prlimit")
@@ -207,6 +209,7 @@ struct AllocationBudgetTests {
                 result.stderr.contains("more than the") && result.stderr.contains("MMOE_MAX_MEMORY"),
                 "\(arguments): \(result.stderr.suffix(300))")
         }
+        #expect(!FileManager.default.fileExists(atPath: folder.file("views.mmoe")), "no output is left behind")
     }
 
     @Test("a 2.5 GB .mmoe of zeros (valid checksums) under predict, bench and gates with a 4 GB address-space limit")
