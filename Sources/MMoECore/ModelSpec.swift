@@ -49,6 +49,9 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         self.metadata = metadata
     }
 
+    /// The features marked `"side": "user"` (given once per ranking request).
+    public var userFeatures: Set<String> { Set(features.filter { $0.side == .user }.map(\.name)) }
+
     /// The outputs in order (the tasks when `outputs` is absent).
     public var resolvedOutputs: [OutputSpec] { outputs ?? tasks.map { OutputSpec(name: $0.name) } }
 

@@ -45,39 +45,28 @@ enum Kernels {
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
                     let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
-                    if step.vnni {
-                        let weights = UnsafeRawPointer(packedBase).assumingMemoryBound(to: UInt16.self)
-                        if splits <= 1 {
+                    let vnni = step.vnni
+                    let avx512 = path == .avx512 || path == .avx512bf16
+                    // Panels [begin, end) on the kernel the weights were packed for.
+                    let job = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
+                    let run: @Sendable (Int, Int) -> Void = { begin, end in
+                        if vnni {
                             mmoe_gemm_vnni(
-                                Int32(rows), Int32(n), Int32(k), a, Int32(lda), weights, biasBase, reluBase, c, Int32(ldc), 0, Int32(panels)
-                            )
-                            return
+                                Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed.assumingMemoryBound(to: UInt16.self),
+                                job.bias,
+                                job.relu, job.c, Int32(ldc), Int32(begin), Int32(end))
+                        } else {
+                            (avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels)(
+                                Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed, bf16, job.bias, job.relu, job.c, Int32(ldc),
+                                Int32(begin), Int32(end))
                         }
-                        let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
-                        DispatchQueue.concurrentPerform(iterations: splits) { part in
-                            mmoe_gemm_vnni(
-                                Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda),
-                                addresses.packed.assumingMemoryBound(to: UInt16.self),
-                                addresses.bias, addresses.relu, addresses.c, Int32(ldc), Int32(panels * part / splits),
-                                Int32(panels * (part + 1) / splits))
-                        }
-                        return
                     }
-                    let gemm = path == .avx512 || path == .avx512bf16 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels
                     if splits <= 1 {
-                        gemm(
-                            Int32(rows), Int32(n), Int32(k), a, Int32(lda), UnsafeRawPointer(packedBase), bf16, biasBase, reluBase, c,
-                            Int32(ldc), 0, Int32(panels))
-                        return
-                    }
-                    let addresses = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
-                    DispatchQueue.concurrentPerform(iterations: splits) { part in
-                        let begin = panels * part / splits
-                        let end = panels * (part + 1) / splits
-                        gemm(
-                            Int32(rows), Int32(n), Int32(k), addresses.a, Int32(lda), addresses.packed, bf16, addresses.bias,
-                            addresses.relu, addresses.c,
-                            Int32(ldc), Int32(begin), Int32(end))
+                        run(0, panels)
+                    } else {
+                        DispatchQueue.concurrentPerform(iterations: splits) { part in
+                            run(panels * part / splits, panels * (part + 1) / splits)
+                        }
                     }
                 }
             }

@@ -30,6 +30,8 @@ public final class Model: Sendable {
     let outputs: [OutputSpec]
     let outputWidths: [Int]
     let scratch = ScratchPool()
+    /// Every input plan at its own column (what `assembleInput` writes without a selection).
+    let fullSelection: [(index: Int, column: Int)]
     /// Ranking plans by user side (nil: the first layers cannot be split on this path).
     let rankPlans = Mutex<[String: RankPlan?]>([:])
 
@@ -82,6 +84,7 @@ public final class Model: Sendable {
         }
         self.inputs = inputs
         self.featureIndex = featureIndex
+        fullSelection = inputs.enumerated().map { ($0.offset, $0.element.column) }
 
         var compiler = PlanCompiler(spec: spec, tensors: tensors, packed: self.kernel.isPacked, bf16Products: self.kernel == .avx512bf16)
         let input = compiler.allocate(width: layout.inputWidth)
@@ -189,7 +192,7 @@ public final class Model: Sendable {
         return prediction
     }
 
-    private func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
+    func maxTableDim() -> Int { tables.map(\.dim).max() ?? 0 }
 
     /// Rows below which a batch is not split over threads.
     static let minRowsPerThread = 128
@@ -202,9 +205,8 @@ public final class Model: Sendable {
         let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
         // A ranking request's compact item input (the columns of item features only).
-        let itemWidth = rank?.plan.itemWidth ?? 0
-        let items = UnsafeMutablePointer<Float>.allocate(capacity: max(min(range.count, chunk) * itemWidth, 1))
-        defer { items.deallocate() }
+        let items = rank.map { UnsafeMutablePointer<Float>.allocate(capacity: max(min(range.count, chunk) * $0.plan.itemWidth, 1)) }
+        defer { items?.deallocate() }
         var start = range.lowerBound
         while start < range.upperBound {
             let count = min(chunk, range.upperBound - start)
@@ -219,6 +221,18 @@ public final class Model: Sendable {
     static let packedChunkRows = 256
 
     /// Checks names, dtypes and shapes; returns the batch size.
+    /// Ids, or raw values (strings) of a feature with a vocabulary.
+    private func checkIDs(_ array: FeatureArray, _ feature: Feature) throws(PredictError) {
+        switch array.values {
+        case .int64: return
+        case .strings where feature.vocabulary != nil: return
+        default:
+            throw .wrongDType(
+                feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
+                actual: array.values.dtypeName)
+        }
+    }
+
     /// `only`: check just these features (a ranking request's user or item side); names
     /// outside it are unknown.
     func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions, only: Set<String>? = nil) throws(PredictError) -> Int {
@@ -256,27 +270,13 @@ public final class Model: Sendable {
                     throw .wrongShape(feature: feature.name, expected: "\(array.values.count) values", actual: shape)
                 }
             case .sparse:
-                if case .strings = array.values, feature.vocabulary != nil {
-                } else {
-                    guard case .int64 = array.values else {
-                        throw .wrongDType(
-                            feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
-                            actual: array.values.dtypeName)
-                    }
-                }
+                try checkIDs(array, feature)
                 guard (shape.count == 1 || (shape.count == 2 && shape[1] == 1)), shape[0] >= 0,
                     shape[0] == array.values.count
                 else { throw .wrongShape(feature: feature.name, expected: "[B] or [B, 1]", actual: shape) }
                 featureRows = shape[0]
             case .sequence:
-                if case .strings = array.values, feature.vocabulary != nil {
-                } else {
-                    guard case .int64 = array.values else {
-                        throw .wrongDType(
-                            feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
-                            actual: array.values.dtypeName)
-                    }
-                }
+                try checkIDs(array, feature)
                 let maxLength = feature.maxLength ?? 1
                 guard shape.count == 2, shape[0] >= 0, shape[1] >= 1, shape[1] <= maxLength,
                     Tensor.checkedElementCount(shape) == array.values.count
@@ -296,7 +296,7 @@ public final class Model: Sendable {
     /// Runs one chunk of rows.
     private func run(
         start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, scratch: Scratch, outputs: OutputBuffers, threads: Int,
-        rank: RankRequest?, items: UnsafeMutablePointer<Float>
+        rank: RankRequest?, items: UnsafeMutablePointer<Float>?
     ) throws(PredictError) {
         let arena = scratch.memory
         func pointer(_ view: View) -> UnsafeMutablePointer<Float> {
@@ -304,7 +304,7 @@ public final class Model: Sendable {
         }
         func ld(_ view: View) -> Int { bufferWidths[view.buffer] }
 
-        if let rank {
+        if let rank, let items {
             try assembleInput(
                 start: start, rows: rows, batch: batch, options: options, into: items, ld: rank.plan.itemWidth, rowScratch: scratch.extra,
                 selection: rank.plan.itemSelection, unknown: outputs)
@@ -315,7 +315,7 @@ public final class Model: Sendable {
         }
 
         for (index, step) in steps.enumerated() {
-            if let rank, let replacement = rank.steps[index] {
+            if let rank, let items, let replacement = rank.steps[index] {
                 // W_item X_items + (W_user x_user + b), the user part computed once per request.
                 Kernels.packedGemm(
                     replacement, rows: rows, a: items, lda: rank.plan.itemWidth, c: pointer(replacement.output),
@@ -420,7 +420,7 @@ public final class Model: Sendable {
         start: Int, rows: Int, batch: [FeatureArray?], options: PredictOptions, into base: UnsafeMutablePointer<Float>, ld: Int,
         rowScratch: UnsafeMutablePointer<Float>, selection: [(index: Int, column: Int)]? = nil, unknown: OutputBuffers? = nil
     ) throws(PredictError) {
-        for (index, column) in selection ?? inputs.enumerated().map({ ($0.offset, $0.element.column) }) {
+        for (index, column) in selection ?? fullSelection {
             let plan = inputs[index]
             guard var array = batch[index] else { throw .missingFeature(plan.feature.name) }
             let feature = plan.feature

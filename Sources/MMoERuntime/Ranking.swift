@@ -66,7 +66,7 @@ extension Model {
         user: [String: FeatureArray], candidates: [String: FeatureArray], userFeatures: Set<String>? = nil, by output: String? = nil,
         options: PredictOptions = PredictOptions()
     ) throws(PredictError) -> Ranking {
-        let userSide = userFeatures ?? Set(spec.features.filter { $0.side == .user }.map(\.name))
+        let userSide = userFeatures ?? spec.userFeatures
         for name in userSide.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
         let itemSide = Set(spec.features.map(\.name)).subtracting(userSide)
         let userRows = try checkBatch(user, options: options, only: userSide)
@@ -88,7 +88,7 @@ extension Model {
             // Repeat the user's row on every candidate.
             for (index, plan) in inputs.enumerated() where userSide.contains(plan.feature.name) {
                 guard let array = user[plan.feature.name] else { throw .missingFeature(plan.feature.name) }
-                ordered[index] = Model.repeated(array, rows: rows)
+                ordered[index] = array.row(0).repeated(rows: rows)
             }
             prediction = try execute(rows: rows, ordered: ordered, options: options, rank: nil)
         }
@@ -118,8 +118,6 @@ extension Model {
         }
         return first.name
     }
-
-    static func repeated(_ array: FeatureArray, rows: Int) -> FeatureArray { array.row(0).repeated(rows: rows) }
 
     /// The split of the first layers for this user side, compiled once per side and cached;
     /// nil when the path cannot split them (BLAS, bf16 weights, a first layer that is not a
@@ -180,7 +178,7 @@ extension Model {
     private func makeRequest(_ plan: RankPlan, ordered: [FeatureArray?], options: PredictOptions) throws(PredictError) -> RankRequest {
         let userRow = UnsafeMutablePointer<Float>.allocate(capacity: max(plan.userWidth, 1))
         defer { userRow.deallocate() }
-        let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: max(tables.map(\.dim).max() ?? 0, 1))
+        let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: max(maxTableDim(), 1))
         defer { rowScratch.deallocate() }
         try assembleInput(
             start: 0, rows: 1, batch: ordered, options: options, into: userRow, ld: plan.userWidth, rowScratch: rowScratch,

@@ -80,16 +80,7 @@ struct Bench: ParsableCommand {
             }
             for size in batchSizes {
                 let inputs = PredictionFiles.randomBatch(loaded.spec, rows: size, seed: UInt64(size))
-                for _ in 0..<3 { _ = try loaded.predict(inputs) }
-                var times: [Double] = []
-                let start = DispatchTime.now().uptimeNanoseconds
-                while times.count < 5 || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < seconds {
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    _ = try loaded.predict(inputs)
-                    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-                    if times.count >= 100_000 { break }
-                }
-                times.sort()
+                let times = try timings { _ = try loaded.predict(inputs) }
                 let median = times[times.count / 2]
                 let p90 = times[min(times.count - 1, times.count * 9 / 10)]
                 let throughput = Double(size) / median
@@ -111,8 +102,8 @@ struct Bench: ParsableCommand {
         }
     }
 
-    /// Median seconds of `body` over at least 5 calls and `seconds`.
-    func median(_ body: () throws -> Void) throws -> Double {
+    /// Sorted seconds of `body` after 3 warm-up calls: at least 5 calls and `seconds`.
+    func timings(_ body: () throws -> Void) throws -> [Double] {
         for _ in 0..<3 { try body() }
         var times: [Double] = []
         let start = DispatchTime.now().uptimeNanoseconds
@@ -122,7 +113,12 @@ struct Bench: ParsableCommand {
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             if times.count >= 100_000 { break }
         }
-        times.sort()
+        return times.sorted()
+    }
+
+    /// Median seconds of `body`.
+    func median(_ body: () throws -> Void) throws -> Double {
+        let times = try timings(body)
         return times[times.count / 2]
     }
 
@@ -130,7 +126,7 @@ struct Bench: ParsableCommand {
     func timeRank(_ loaded: Model, candidates: Int, threads: Int) throws {
         let side =
             userFeatures.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
-            ?? Set(loaded.spec.features.filter { $0.side == .user }.map(\.name))
+            ?? loaded.spec.userFeatures
         guard !side.isEmpty else { throw ValidationError("--rank needs --user-features (the model marks no feature \"side\": \"user\")") }
         var full = PredictionFiles.randomBatch(loaded.spec, rows: candidates, seed: 7)
         var user: [String: FeatureArray] = [:]

@@ -58,7 +58,7 @@ struct Rank: ParsableCommand {
         try reportingErrors {
             let loaded = try loadModel(model)
             let side = userFeatures.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
-            let userSide = side ?? Set(loaded.spec.features.filter { $0.side == .user }.map(\.name))
+            let userSide = side ?? loaded.spec.userFeatures
             let userArrays = try UserFeatures.read(user, spec: loaded.spec, side: userSide)
             let itemSpec = loaded.spec.features.filter { !userSide.contains($0.name) }
             var spec = loaded.spec

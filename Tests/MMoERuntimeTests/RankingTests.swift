@@ -74,7 +74,7 @@ struct RankingTests {
             throws: PredictError.wrongShape(
                 feature: "context", expected: "one row: the user's features are given once per request", actual: [2, 3])
         ) {
-            let two = user.mapValues { Model.repeated($0, rows: 2) }
+            let two = user.mapValues { $0.repeated(rows: 2) }
             _ = try model.rank(user: two, candidates: candidates, userFeatures: Self.userSide)
         }
         #expect(throws: PredictError.missingFeature("user_id")) {

@@ -84,6 +84,8 @@ struct OnnxGraphBuilder {
     var initializerNames: Set<String> = []
     var counter = 0
     var stackedExperts: [String: String] = [:]
+    /// Unnamed constants by value (dims and values), so that each is one initializer.
+    var constants: [String: String] = [:]
     /// A dimension of a graph input or output: fixed, or named (dynamic).
     enum Dim {
         case fixed(Int)
@@ -147,7 +149,10 @@ struct OnnxGraphBuilder {
     }
 
     mutating func floats(_ values: [Float], dims: [Int], name: String? = nil) -> String {
+        let key = "f\(dims):" + values.map { String($0.bitPattern) }.joined(separator: ",")
+        if name == nil, let existing = constants[key] { return existing }
         let n = name ?? fresh("const")
+        if name == nil { constants[key] = n }
         var raw = [UInt8]()
         raw.reserveCapacity(values.count * 4)
         for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { raw += $0 } }
@@ -158,7 +163,10 @@ struct OnnxGraphBuilder {
     mutating func scalar(_ value: Float) -> String { floats([value], dims: []) }
 
     mutating func ints(_ values: [Int], dims: [Int]? = nil) -> String {
+        let key = "i\(dims ?? [values.count]):" + values.map(String.init).joined(separator: ",")
+        if let existing = constants[key] { return existing }
         let n = fresh("ints")
+        constants[key] = n
         var raw = [UInt8]()
         for v in values { withUnsafeBytes(of: Int64(v).littleEndian) { raw += $0 } }
         addInitializer(n, dataType: 7, dims: dims ?? [values.count], raw: raw)

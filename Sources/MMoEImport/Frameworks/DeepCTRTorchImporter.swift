@@ -111,9 +111,7 @@ struct DeepCTRTorchImporter {
         switch model {
         case "mmoe":
             let experts = keys.count { "expert_dnn.\($0).linears.0.weight" }
-            if let n = try args.int("num_experts"), n != experts {
-                throw .mismatch(path: path, reason: "num_experts is \(n) but the checkpoint has \(experts)")
-            }
+            try CheckpointConverter.checkCount(args, "num_experts", experts, path: path)
             var expertMLPs: [MLP] = []
             for e in 0..<experts {
                 expertMLPs.append(
