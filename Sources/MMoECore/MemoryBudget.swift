@@ -53,7 +53,8 @@ public enum MemoryBudget {
     public static func refusal(_ bytes: Int, for what: String) -> String? {
         guard let budget = available(), bytes > budget else { return nil }
         return
-            "\(what) needs \(bytes) bytes, more than the \(budget) bytes this process may allocate (the smallest of \(variable), the address-space limit and the memory available); raise the limit or free memory"
+            "\(what) needs \(bytes) bytes, more than the \(budget) bytes this process may allocate (the smallest of \(variable), "
+            + "the address-space limit and the memory available); raise the limit or free memory"
     }
 
     /// Bytes of address space the process maps now (`/proc/self/statm`), where readable.

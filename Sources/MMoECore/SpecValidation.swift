@@ -481,7 +481,8 @@ private struct LayoutBuilder {
                     guard width == 1, factor != output.name else {
                         throw fail(
                             at + ".product",
-                            "\"\(factor)\" has \(width) values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")"
+                            "\"\(factor)\" has \(width) values per example; a product multiplies one-value outputs (pick a class "
+                                + "with \"task\" and \"class\")"
                         )
                     }
                 }

@@ -38,7 +38,8 @@ public enum FormatError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): header checksum mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
         case .invalidTable(let path, let offset, let reason): "\(path): invalid header or tensor table at offset \(offset): \(reason)"
         case .tensorChecksumMismatch(let path, let tensor, let stored, let computed):
-            "\(path): tensor '\(tensor)' checksum mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
+            "\(path): tensor '\(tensor)' checksum mismatch (stored 0x\(String(stored, radix: 16)), computed "
+                + "0x\(String(computed, radix: 16)))"
         case .trailingBytes(let path, let offset, let count): "\(path): \(count) unexpected bytes after the last tensor at offset \(offset)"
         case .invalidModel(let path, let error): "\(path): \(error)"
         }

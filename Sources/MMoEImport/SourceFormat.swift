@@ -51,7 +51,8 @@ public enum SourceFormat: String, Sendable, CaseIterable, CustomStringConvertibl
             throw .unsupported(
                 path: path,
                 reason:
-                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')"
+                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), "
+                    + "'model.pt')"
             )
         }
         throw .unsupported(path: path, reason: "unknown file format (pass --from to name it)")

@@ -70,7 +70,8 @@ struct Bench: ParsableCommand {
             let threadCount = ComputeThreads.current
             if !json {
                 print(
-                    "kernel: \(loaded.kernel) (supported here: \(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)"
+                    "kernel: \(loaded.kernel) (supported here: "
+                        + "\(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)"
                 )
                 print("batch   threads   median_latency   p90_latency   examples/s")
             }
@@ -161,13 +162,15 @@ struct Bench: ParsableCommand {
                 print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
             } else {
                 print(
-                    "\(mode): \(candidates) candidates in \(formatSeconds(time)), \(String(format: "%.0f", Double(candidates) / time)) examples/s"
+                    "\(mode): \(candidates) candidates in \(formatSeconds(time)), "
+                        + "\(String(format: "%.0f", Double(candidates) / time)) examples/s"
                 )
             }
         }
         if !json {
             print(
-                "rank / batch throughput: \(String(format: "%.2f", batchTime / rankTime)) x; user columns \(userWidth) of \(totalWidth); outputs differ by at most \(difference)"
+                "rank / batch throughput: \(String(format: "%.2f", batchTime / rankTime)) x; user columns \(userWidth) of "
+                    + "\(totalWidth); outputs differ by at most \(difference)"
             )
         }
     }
@@ -197,7 +200,8 @@ struct Bench: ParsableCommand {
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
             print(
-                "open + first prediction: median \(formatSeconds(median)), min \(formatSeconds(times[0])) over \(times.count) opens of \(formatBytes(size))"
+                "open + first prediction: median \(formatSeconds(median)), min \(formatSeconds(times[0])) over \(times.count) "
+                    + "opens of \(formatBytes(size))"
             )
         }
     }

@@ -55,7 +55,8 @@ struct Convert: ParsableCommand {
         help: ArgumentHelp(
             "Add a fused ranking score output: 'sum:ctr=1,ctcvr=2', 'product:ctr=1,ctcvr=0.5', or a JSON object or file.",
             discussion:
-                "JSON: {\"name\": \"score\", \"kind\": \"weighted_sum\"|\"weighted_product\", \"terms\": [{\"output\", \"weight\", \"add\", \"min\", \"max\"}]}."
+                "JSON: {\"name\": \"score\", \"kind\": \"weighted_sum\"|\"weighted_product\", \"terms\": [{\"output\", "
+                + "\"weight\", \"add\", \"min\", \"max\"}]}."
         ))
     var fusion: String?
 

@@ -83,7 +83,8 @@ struct Gates: ParsableCommand {
             } else {
                 print(GatesRendering.table(report), terminator: "")
                 print(
-                    "(\(report.examples) examples; effective experts = exp(entropy) per example; polarised = top expert > \(GateReport.polarisedAbove))"
+                    "(\(report.examples) examples; effective experts = exp(entropy) per example; polarised = top expert > "
+                        + "\(GateReport.polarisedAbove))"
                 )
                 let unused = report.unused.map {
                     "\(report.levels.count > 1 ? "level \($0.level) " : "")\($0.expert) (\(String(format: "%.3f", $0.meanWeight)))"
@@ -112,7 +113,8 @@ struct Gates: ParsableCommand {
         guard let declared = spec.features.first(where: { $0.name == feature }) else {
             throw InputError(
                 description:
-                    "--by \(printable(feature)): the model has no such feature (features: \(spec.features.map(\.name).joined(separator: ", ")))"
+                    "--by \(printable(feature)): the model has no such feature (features: "
+                    + "\(spec.features.map(\.name).joined(separator: ", ")))"
             )
         }
         guard declared.kind == .sparse, let array = batch[feature], case .int64(let ids) = array.values, ids.count == array.shape[0] else {

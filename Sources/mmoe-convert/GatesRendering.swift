@@ -72,7 +72,8 @@ enum GatesRendering {
         svg += " font-family=\"DejaVu Sans, Verdana, sans-serif\" font-size=\"12\">\n"
         svg += "<defs><pattern id=\"empty\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">"
         svg +=
-            "<rect width=\"6\" height=\"6\" fill=\"#f2f2f2\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#c8c8c8\" stroke-width=\"2\"/></pattern>\n"
+            "<rect width=\"6\" height=\"6\" fill=\"#f2f2f2\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#c8c8c8\" "
+            + "stroke-width=\"2\"/></pattern>\n"
         svg += "<linearGradient id=\"scale\" x1=\"0\" x2=\"1\" y1=\"0\" y2=\"0\">"
         for (i, _) in stops.enumerated() {
             let offset = Double(i) / Double(stops.count - 1)
@@ -124,7 +125,8 @@ enum GatesRendering {
         s += "<text x=\"12\" y=\"16\" font-size=\"13\">\(escape(title)) (\(report.examples) examples)</text>\n"
         for (e, name) in experts.enumerated() {
             s +=
-                "<text x=\"\(left + e * cell + cell / 2)\" y=\"\(top - 8)\" text-anchor=\"middle\" font-size=\"11\">\(escape(name))</text>\n"
+                "<text x=\"\(left + e * cell + cell / 2)\" y=\"\(top - 8)\" text-anchor=\"middle\" "
+                + "font-size=\"11\">\(escape(name))</text>\n"
         }
         s += "<text x=\"\(statsX)\" y=\"\(top - 8)\" font-size=\"11\">eff. experts p50</text>\n"
         s += "<text x=\"\(statsX + 96)\" y=\"\(top - 8)\" font-size=\"11\">&gt;0.9</text>\n"
@@ -142,7 +144,8 @@ enum GatesRendering {
                     s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell - 2)\" height=\"\(rowHeight - 2)\" fill=\"\(colour(value))\"/>"
                     let ink = value > 0.5 ? "white" : "black"
                     s +=
-                        "<text x=\"\(x + cell / 2 - 1)\" y=\"\(y + rowHeight / 2 + 4)\" text-anchor=\"middle\" fill=\"\(ink)\">\(String(format: "%.2f", value))</text>\n"
+                        "<text x=\"\(x + cell / 2 - 1)\" y=\"\(y + rowHeight / 2 + 4)\" text-anchor=\"middle\" "
+                        + "fill=\"\(ink)\">\(String(format: "%.2f", value))</text>\n"
                 } else {
                     s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell - 2)\" height=\"\(rowHeight - 2)\" fill=\"url(#empty)\"/>\n"
                 }

@@ -61,13 +61,15 @@ enum HDF5Isolation {
             kill(child.processIdentifier, SIGKILL)
             finished.wait()
             printError(
-                "\(path): reading this HDF5 file took longer than \(timeLimit) s in the isolated reader (libhdf5 loops on some damaged files); stopped. \(timeVariable) raises the limit"
+                "\(path): reading this HDF5 file took longer than \(timeLimit) s in the isolated reader (libhdf5 loops on some "
+                    + "damaged files); stopped. \(timeVariable) raises the limit"
             )
             throw ExitCode(ExitCodes.failed)
         }
         if child.terminationReason == .uncaughtSignal {
             printError(
-                "\(path): reading this HDF5 file crashed libhdf5 (signal \(child.terminationStatus)) in the isolated reader: the file is damaged or hostile; nothing was written"
+                "\(path): reading this HDF5 file crashed libhdf5 (signal \(child.terminationStatus)) in the isolated reader: the "
+                    + "file is damaged or hostile; nothing was written"
             )
             throw ExitCode(ExitCodes.failed)
         }

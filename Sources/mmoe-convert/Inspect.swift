@@ -90,7 +90,8 @@ struct Inspect: ParsableCommand {
         let width = rows.map(\.0.count).max() ?? 0
         for (name, dtype, shape) in rows {
             print(
-                "  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(dtype.padding(toLength: 5, withPad: " ", startingAt: 0)) \(shape)"
+                "  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  "
+                    + "\(dtype.padding(toLength: 5, withPad: " ", startingAt: 0)) \(shape)"
             )
         }
     }

@@ -70,7 +70,8 @@ struct ModelSummary {
         }
         for (l, level) in (a.levels ?? []).enumerated() {
             lines.append(
-                "  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts \(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")"
+                "  level \(l): specific experts \(level.specificExperts.map(\.count)), shared experts "
+                    + "\(level.sharedExperts.count)\(level.sharedGate != nil ? ", shared gate" : "")"
             )
         }
         for (t, task) in spec.tasks.enumerated() {

@@ -67,7 +67,8 @@ struct Predict: ParsableCommand {
             let prediction = try loaded.predict(batch, options: try runOptions.predictOptions(gates: gates))
             try PredictionFiles.writeOutputs(prediction, to: output)
             print(
-                "wrote \(prediction.batchSize) rows of \(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)"
+                "wrote \(prediction.batchSize) rows of "
+                    + "\(prediction.outputNames.joined(separator: ", "))\(gates ? " and \(prediction.gates.count) gates" : "") to \(output)"
             )
             for (feature, count) in prediction.unknownValues.sorted(by: { $0.key < $1.key }) {
                 let oov = loaded.spec.features.first { $0.name == feature }?.vocabulary?.oovID ?? 0

@@ -87,7 +87,8 @@ struct Rank: ParsableCommand {
                     print(String(format: "%-5d %-10d %.6f  ", rank + 1, index, ranking.scores[index]) + others.joined(separator: "  "))
                 }
                 print(
-                    "(\(ranking.prediction.batchSize) candidates; user part \(ranking.sharedUserPart ? "computed once" : "repeated per row"))"
+                    "(\(ranking.prediction.batchSize) candidates; user part "
+                        + "\(ranking.sharedUserPart ? "computed once" : "repeated per row"))"
                 )
             }
             if let output { try PredictionFiles.writeOutputs(ranking.prediction, to: output) }
@@ -143,7 +144,8 @@ enum UserFeatures {
                     guard ids.count <= feature.maxLength ?? Int.max else {
                         throw InputError(
                             description:
-                                "\(path): sequence feature '\(printable(name))' holds \(ids.count) ids; it takes at most \(feature.maxLength ?? 0)"
+                                "\(path): sequence feature '\(printable(name))' holds \(ids.count) ids; it takes at most "
+                                + "\(feature.maxLength ?? 0)"
                         )
                     }
                     result[name] = .sequences(ids, length: ids.count)

@@ -110,7 +110,8 @@ struct Verify: ParsableCommand {
                 let column = name.padding(toLength: max(12, name.count), withPad: " ", startingAt: 0)
                 let worstRow = String(worst / width)
                 print(
-                    "\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     \(worstRow.padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")"
+                    "\(column)  \(String(format: "%.3e", maxAbs))     \(String(format: "%.3e", maxRel))     "
+                        + "\(worstRow.padding(toLength: 9, withPad: " ", startingAt: 0))   \(ok ? "ok" : "FAIL")"
                 )
             }
             if !skipped.isEmpty, compared > 0 {

@@ -125,7 +125,8 @@ struct NativeMappingTests {
             ConversionSpecTests.message { _ = try ModelImporter.load(path: Self.folder + "/model.pt", conversionSpecPath: spec) })
         #expect(
             error.contains(
-                "mapping[2] ('^expert_kernel$') on 'expert_kernel' [9, 4, 4] gives 'experts.0.layers.0.weight' of shape [4, 4], the spec needs [4, 9]"
+                "mapping[2] ('^expert_kernel$') on 'expert_kernel' [9, 4, 4] gives 'experts.0.layers.0.weight' of shape [4, 4], "
+                    + "the spec needs [4, 9]"
             ), "\(error)")
     }
 

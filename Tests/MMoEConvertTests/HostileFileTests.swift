@@ -66,7 +66,8 @@ struct HostileFileTests {
             throws: ImportError.unsupported(
                 path: HostileFileTests.folder + "not_a_zip.pt",
                 reason:
-                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), 'model.pt')"
+                    "a legacy (pre-1.6, non-zip) torch.save file; re-save it with a recent torch: torch.save(model.state_dict(), "
+                    + "'model.pt')"
             )
         ) {
             _ = try SourceFormat.detect(path: HostileFileTests.folder + "not_a_zip.pt")

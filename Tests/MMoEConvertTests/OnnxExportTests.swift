@@ -147,7 +147,8 @@ struct OnnxExportTests {
             }
         }
         print(
-            "ONNX export parity: \(cases.count) exports of \(Self.fixtures.count) fixtures, worst |ONNX Runtime - reference| / max(1, |reference|) = \(worst)"
+            "ONNX export parity: \(cases.count) exports of \(Self.fixtures.count) fixtures, worst |ONNX Runtime - reference| / "
+                + "max(1, |reference|) = \(worst)"
         )
         #expect(worst < 1e-5)
     }

@@ -102,7 +102,8 @@ struct SpecTests {
                 == .invalidSpec(
                     path: "outputs[2].product",
                     reason:
-                        "\"genre\" has 4 values per example; a product multiplies one-value outputs (pick a class with \"task\" and \"class\")"
+                        "\"genre\" has 4 values per example; a product multiplies one-value outputs (pick a class with \"task\" "
+                        + "and \"class\")"
                 ))
         #expect(refusal { $0.outputs?[4].name = "like" } != nil)
         #expect(

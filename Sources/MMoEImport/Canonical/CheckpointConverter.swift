@@ -90,7 +90,8 @@ struct CheckpointKeys {
             throw .mismatch(
                 path: path,
                 reason:
-                    "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) described by the conversion spec (check the counts and args)"
+                    "checkpoint tensor '\(name)' \(tensors[name].map { "\($0.shape)" } ?? "") is not part of the \(model) "
+                    + "described by the conversion spec (check the counts and args)"
             )
         }
         if counters > 0 { notes.append(ImportNote(.ignored, "\(counters) training counters (BatchNorm num_batches_tracked, n_averaged)")) }
@@ -201,7 +202,8 @@ enum CheckpointConverter {
                 notes.append(
                     ImportNote(
                         .ignored,
-                        "training state: \(checkpoint.trainingState) optimizer variables and counters (Adam slots, iteration, learning rate, save_counter)"
+                        "training state: \(checkpoint.trainingState) optimizer variables and counters (Adam slots, iteration, "
+                            + "learning rate, save_counter)"
                     ))
             }
             return checkpoint
@@ -321,7 +323,8 @@ enum CheckpointConverter {
             throw .mismatch(
                 path: path,
                 reason:
-                    "the graph has \(facts.preluSlopes.count) PRelu nodes but only \(layers) became PReLU layers (slopes: \(facts.preluSlopes.sorted().prefix(6).joined(separator: ", "))); name them with a conversion spec's mapping"
+                    "the graph has \(facts.preluSlopes.count) PRelu nodes but only \(layers) became PReLU layers (slopes: "
+                    + "\(facts.preluSlopes.sorted().prefix(6).joined(separator: ", "))); name them with a conversion spec's mapping"
             )
         }
     }
@@ -390,7 +393,8 @@ enum CheckpointConverter {
                 throw .unsupported(
                     path: path,
                     reason:
-                        "feature '\(feature.name)': sequences with a separate length feature are not supported yet; use masking (padding id)"
+                        "feature '\(feature.name)': sequences with a separate length feature are not supported yet; use masking "
+                        + "(padding id)"
                 )
             }
             let poolingName = feature.pooling ?? convention.defaultPooling

@@ -42,7 +42,8 @@ public enum TorchArchiveReader {
             throw .unsupported(
                 path: path,
                 reason:
-                    "no tensors at the top level nor under \((weightKeys + averagedKeys).joined(separator: "/")) (keys: \(found)); save model.state_dict()"
+                    "no tensors at the top level nor under \((weightKeys + averagedKeys).joined(separator: "/")) (keys: "
+                    + "\(found)); save model.state_dict()"
             )
         }
         let skipped = dict.keys.filter { $0 != key }
@@ -143,7 +144,8 @@ public enum TorchArchiveReader {
                     throw .malformed(
                         path: path, offset: entry.dataOffset,
                         reason:
-                            "tensor '\(name)' (offset \(ref.offset), size \(ref.shape), stride \(ref.strides)) reads past its storage of \(ref.storage.count) elements"
+                            "tensor '\(name)' (offset \(ref.offset), size \(ref.shape), stride \(ref.strides)) reads past its "
+                            + "storage of \(ref.storage.count) elements"
                     )
                 }
             }

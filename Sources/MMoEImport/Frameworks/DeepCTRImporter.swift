@@ -140,7 +140,8 @@ struct DeepCTRImporter {
             throw .unsupported(
                 path: path,
                 reason:
-                    "a TF checkpoint written by Keras 3 lacks every weight DeepCTR keeps in Python lists (DNN kernels and biases, batch norms, PReLU, Dice); convert the model's .weights.h5 or .keras file instead"
+                    "a TF checkpoint written by Keras 3 lacks every weight DeepCTR keeps in Python lists (DNN kernels and biases, "
+                    + "batch norms, PReLU, Dice); convert the model's .weights.h5 or .keras file instead"
             )
         }
         let expertDims = try args.ints("expert_dnn_hidden_units")

@@ -153,7 +153,8 @@ struct DeepCTRTorchImporter {
                 notes.append(
                     ImportNote(
                         .ignored,
-                        "\(built - shared) unused shared experts per level (DeepCTR-Torch builds shared experts with the specific-expert count)"
+                        "\(built - shared) unused shared experts per level (DeepCTR-Torch builds shared experts with the "
+                            + "specific-expert count)"
                     ))
             }
             var pleLevels: [PLELevel] = []
@@ -229,7 +230,8 @@ struct DeepCTRTorchImporter {
             notes.append(
                 ImportNote(
                     .inferred,
-                    "one prediction bias (out.bias) shared by the ctr and cvr heads; outputs \(esmm.outputs.map(\.name).joined(separator: ", "))"
+                    "one prediction bias (out.bias) shared by the ctr and cvr heads; outputs "
+                        + "\(esmm.outputs.map(\.name).joined(separator: ", "))"
                 ))
         default:
             throw .unsupported(path: conversion.file, reason: "DeepCTR-Torch model '\(conversion.model)' (MMOE, PLE, ESMM, SharedBottom)")

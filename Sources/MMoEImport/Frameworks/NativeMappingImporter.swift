@@ -182,7 +182,8 @@ enum NativeMappingImporter {
                     throw .mismatch(
                         path: path,
                         reason:
-                            "\(rule.label) on '\(key)' \(tensor.shape) gives '\(name)' of shape \(view.shape), the spec needs \(shape) (check split_axis, permute and transpose)"
+                            "\(rule.label) on '\(key)' \(tensor.shape) gives '\(name)' of shape \(view.shape), the spec needs "
+                            + "\(shape) (check split_axis, permute and transpose)"
                     )
                 }
                 try builder.put(try materialize(view, of: tensor, path: path), name)
@@ -192,7 +193,8 @@ enum NativeMappingImporter {
             notes.append(
                 ImportNote(
                     .ignored,
-                    "\(ignored.count) keys matched 'ignore': \(ignored.prefix(5).joined(separator: ", "))\(ignored.count > 5 ? ", ..." : "")"
+                    "\(ignored.count) keys matched 'ignore': "
+                        + "\(ignored.prefix(5).joined(separator: ", "))\(ignored.count > 5 ? ", ..." : "")"
                 ))
         }
         if keys.format == "onnx" { spec = try foldedNorms(spec, builder: &builder, notes: &notes, path: path) }
@@ -236,7 +238,8 @@ enum NativeMappingImporter {
             notes.append(
                 ImportNote(
                     .inferred,
-                    "\(folded) batch norms of the spec are not in the graph (the exporter folded them into their linear layers); they convert as identities"
+                    "\(folded) batch norms of the spec are not in the graph (the exporter folded them into their linear layers); "
+                        + "they convert as identities"
                 ))
         }
         return spec

@@ -148,7 +148,8 @@ enum OnnxRecovery {
                 throw .mismatch(
                     path: path,
                     reason:
-                        "node '\(node.name)' (\(node.op)) takes '\(tensor.name)' of type \(tensor.dtype.rawValue) where a float parameter belongs"
+                        "node '\(node.name)' (\(node.op)) takes '\(tensor.name)' of type \(tensor.dtype.rawValue) where a float "
+                        + "parameter belongs"
                 )
             }
             return (0..<tensor.count).map { Float(tensor.value($0)) }
@@ -261,7 +262,8 @@ enum OnnxRecovery {
             notes.append(
                 ImportNote(
                     .inferred,
-                    "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: \(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"
+                    "named \(recovered.count) parameters the exporter left unnamed after the modules their nodes belong to: "
+                        + "\(examples.joined(separator: ", "))\(recovered.count > examples.count ? ", ..." : "")"
                 ))
         }
         if !unnamed.isEmpty {
@@ -280,7 +282,8 @@ enum OnnxRecovery {
             notes.append(
                 ImportNote(
                     .inferred,
-                    "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear layers without batch norm"
+                    "\(foldedNorms) batch norms were folded into their linear layers by the exporter; they convert as linear "
+                        + "layers without batch norm"
                 ))
         }
         var checkpoint = SourceCheckpoint(tensors: tensors, path: path, format: "onnx")

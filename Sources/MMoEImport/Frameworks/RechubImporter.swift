@@ -227,7 +227,8 @@ struct RechubImporter {
                 throw .mismatch(
                     path: conversion.file,
                     reason:
-                        "AITM has \(count) binary tasks in the checkpoint; the spec lists \(tasks.count) (\(tasks.map(\.name).joined(separator: ", ")))"
+                        "AITM has \(count) binary tasks in the checkpoint; the spec lists \(tasks.count) "
+                        + "(\(tasks.map(\.name).joined(separator: ", ")))"
                 )
             }
             let bottomParams = try args.object("bottom_params")

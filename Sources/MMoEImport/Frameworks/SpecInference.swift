@@ -79,20 +79,23 @@ enum SpecInference {
             throw ImportError.mismatch(
                 path: path,
                 reason:
-                    "the first layer reads \(inputWidth) values but the tables give \(embeddingWidth): features share tables or are sequences; pass --spec to describe them"
+                    "the first layer reads \(inputWidth) values but the tables give \(embeddingWidth): features share tables or "
+                    + "are sequences; pass --spec to describe them"
             )
         }
         for d in 0..<denseWidth { features.append(["name": "dense_\(d)", "kind": "dense"]) }
         notes.append(
             ImportNote(
                 .assumed,
-                "one sparse feature per table (\(features.count - denseWidth)), named after the table, in the order the checkpoint lists them; no sequence features, no shared tables"
+                "one sparse feature per table (\(features.count - denseWidth)), named after the table, in the order the "
+                    + "checkpoint lists them; no sequence features, no shared tables"
             ))
         if denseWidth > 0 {
             notes.append(
                 ImportNote(
                     .assumed,
-                    "\(denseWidth) dense features of width 1 named dense_0 ... dense_\(denseWidth - 1) (the rest of the input width \(inputWidth))"
+                    "\(denseWidth) dense features of width 1 named dense_0 ... dense_\(denseWidth - 1) (the rest of the input "
+                        + "width \(inputWidth))"
                 ))
         }
 
@@ -230,7 +233,8 @@ enum SpecInference {
         notes.append(
             ImportNote(
                 .inferred,
-                "features from the column ranges the graph slices out of its packed input, in column order: \(described.joined(separator: ", "))"
+                "features from the column ranges the graph slices out of its packed input, in column order: "
+                    + "\(described.joined(separator: ", "))"
             ))
         notes.append(
             ImportNote(
