@@ -100,6 +100,11 @@ static void convert_rows(const float *a, int lda, int rows, int total, int k, in
         }
         const float *src = a + (size_t)r * lda;
         int kk = 0;
+        /* 32 values per instruction (VCVTNE2PS2BF16 puts its second operand in the low half). */
+        for (; kk + 32 <= k; kk += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kk + 16), _mm512_loadu_ps(src + kk));
+            _mm512_storeu_si512((void *)(dst + kk), (__m512i)v);
+        }
         for (; kk + 16 <= k; kk += 16) {
             __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + kk));
             _mm256_storeu_si256((__m256i *)(void *)(dst + kk), (__m256i)v);
@@ -225,9 +230,94 @@ struct tile_config {
     unsigned char rows[16];
 };
 
+/* ReLU in place on rows [0, 32) x 16 columns of c (max(0, NaN) stays NaN). */
+static inline __attribute__((always_inline, target("avx512f"))) void relu_panel(float *c, int ldc) {
+    __m512 z = _mm512_setzero_ps();
+    for (int i = 0; i < 32; i++) {
+        float *row = c + (size_t)i * ldc;
+        _mm512_storeu_ps(row, _mm512_max_ps(z, _mm512_loadu_ps(row)));
+    }
+}
+
+/* Rows [0, rows) (up to AMX_ROWS; the activations hold them rounded up to 32 with zero rows)
+ * times the panel pairs [panel_begin, panel_end): for each pair, each 32-row block in turn, so
+ * the pair's weights are read from memory once and from L1 for the blocks after the first. */
+#define AMX_ROWS 64
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
 static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
                       const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+    float tile[32 * 32];
+    size_t stride_a = (size_t)kpad * 2;
+    size_t stride_c = (size_t)ldc * 4;
+    /* Panels whose ReLU still has to be applied in c: done after the next block, once the tile
+     * stores that wrote them have left the core (reading them back at once stalls). */
+    float *pending[2 * AMX_ROWS / 32];
+    int pending_count = 0;
+    for (int p = panel_begin; p < panel_end; p += 2) {
+        int two = p + 1 < panel_end;
+        const unsigned short *b0 = packed + (size_t)p * NR * kpad;
+        const unsigned short *b1 = two ? b0 + (size_t)NR * kpad : b0;
+        int col0 = p * NR, col1 = col0 + NR;
+        for (int r0 = 0; r0 < rows; r0 += 32) {
+            int block_rows = rows - r0 < 32 ? rows - r0 : 32;
+            const unsigned short *a0 = ab + (size_t)r0 * kpad;
+            float *cb = c + (size_t)r0 * ldc;
+            /* Full blocks go straight to c with the bias as the accumulators' start; partial
+             * ones (fewer rows, or columns past n) through the float tile. */
+            int direct = block_rows == 32 && col0 + (two ? 2 * NR : NR) <= n;
+            if (direct && bias) {
+                _tile_loadd(0, bias + col0, 0);
+                _tile_loadd(2, bias + col0, 0);
+                _tile_loadd(1, bias + (two ? col1 : col0), 0);
+                _tile_loadd(3, bias + (two ? col1 : col0), 0);
+            } else {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            }
+            for (int k0 = 0; k0 < kpad; k0 += KP) {
+                _tile_loadd(4, a0 + k0, stride_a);
+                _tile_loadd(5, a0 + (size_t)16 * kpad + k0, stride_a);
+                _tile_loadd(6, b0 + (size_t)k0 * NR, 64);
+                _tile_loadd(7, b1 + (size_t)k0 * NR, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            if (direct) {
+                _tile_stored(0, cb + col0, stride_c);
+                _tile_stored(2, cb + (size_t)16 * ldc + col0, stride_c);
+                if (two) {
+                    _tile_stored(1, cb + col1, stride_c);
+                    _tile_stored(3, cb + (size_t)16 * ldc + col1, stride_c);
+                }
+            } else {
+                _tile_stored(0, tile, 128);
+                _tile_stored(1, tile + 16, 128);
+                _tile_stored(2, tile + 16 * 32, 128);
+                _tile_stored(3, tile + 16 * 32 + 16, 128);
+            }
+            for (int i = 0; i < pending_count; i++) relu_panel(pending[i], ldc);
+            pending_count = 0;
+            for (int j = 0; j < (two ? 2 : 1); j++) {
+                int col = (p + j) * NR;
+                int relu = relus ? relus[p + j] : 0;
+                if (direct) {
+                    if (relu) pending[pending_count++] = cb + col;
+                } else {
+                    int valid = n - col < NR ? n - col : NR;
+                    store_tile(tile + j * NR, 32, block_rows, valid, bias ? bias + col : NULL, relu, cb + col, ldc);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < pending_count; i++) relu_panel(pending[i], ldc);
+}
+
+__attribute__((target("amx-tile")))
+static void amx_configure(void) {
     struct tile_config config;
     memset(&config, 0, sizeof config);
     config.palette = 1;
@@ -236,38 +326,10 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
         config.rows[t] = 16;
     }
     _tile_loadconfig(&config);
-    float tile[32 * 32];
-    size_t stride_a = (size_t)kpad * 2;
-    for (int p = panel_begin; p < panel_end; p += 2) {
-        int two = p + 1 < panel_end;
-        const unsigned short *b0 = packed + (size_t)p * NR * kpad;
-        const unsigned short *b1 = two ? b0 + (size_t)NR * kpad : b0;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int k0 = 0; k0 < kpad; k0 += KP) {
-            _tile_loadd(4, ab + k0, stride_a);
-            _tile_loadd(5, ab + (size_t)16 * kpad + k0, stride_a);
-            _tile_loadd(6, b0 + (size_t)k0 * NR, 64);
-            _tile_loadd(7, b1 + (size_t)k0 * NR, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, tile, 128);
-        _tile_stored(1, tile + 16, 128);
-        _tile_stored(2, tile + 16 * 32, 128);
-        _tile_stored(3, tile + 16 * 32 + 16, 128);
-        for (int j = 0; j < (two ? 2 : 1); j++) {
-            int col = (p + j) * NR;
-            int valid = n - col < NR ? n - col : NR;
-            store_tile(tile + j * NR, 32, rows, valid, bias ? bias + col : NULL, relus ? relus[p + j] : 0, c + col, ldc);
-        }
-    }
-    _tile_release();
 }
+
+__attribute__((target("amx-tile")))
+static void amx_release(void) { _tile_release(); }
 
 void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
                     const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
@@ -275,12 +337,14 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
     if (!(support & 1) || m <= 0) return;
     int kpad = (k + KP - 1) / KP * KP;
     int amx = (support & 2) && m >= 16;
-    unsigned short *ab = scratch_for((size_t)32 * kpad);
+    /* AMX: up to AMX_ROWS rows (32-row blocks); otherwise four 8-row groups. */
+    int block = amx ? AMX_ROWS : 32;
+    unsigned short *ab = scratch_for((size_t)block * kpad);
     if (!ab) return;
-    int block = 32; /* AMX: two 16-row tiles; otherwise four 8-row groups */
+    if (amx) amx_configure();
     for (int r0 = 0; r0 < m; r0 += block) {
         int rows = m - r0 < block ? m - r0 : block;
-        int padded = amx ? 32 : rows == 1 ? 1 : (rows + MRB - 1) / MRB * MRB;
+        int padded = amx ? (rows + 31) / 32 * 32 : rows == 1 ? 1 : (rows + MRB - 1) / MRB * MRB;
         convert_rows(a + (size_t)r0 * lda, lda, rows, padded, k, kpad, ab);
         float *cb = c + (size_t)r0 * ldc;
         if (amx) {
@@ -291,6 +355,7 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
             block_dp(rows, n, kpad, ab, packed, bias, relus, cb, ldc, panel_begin, panel_end);
         }
     }
+    if (amx) amx_release();
 }
 
 #else

@@ -327,6 +327,15 @@ struct EmbeddingTableView: @unchecked Sendable {
         }
     }
 
+    /// Starts bringing row `id` into the cache (a later `read` of it then waits less; ids
+    /// outside the table are ignored).
+    @inline(__always)
+    func prefetch(row id: Int64) {
+        guard id >= 0, id < Int64(vocabSize) else { return }
+        let bytes = dtype == .f32 ? 4 : dtype == .i8 ? 1 : 2
+        mmoe_prefetch(rows + Int(id) * dim * bytes)
+    }
+
     /// destination[0..<dim] (+)= row `id`.
     @inline(__always)
     func read(row id: Int, into destination: UnsafeMutablePointer<Float>, accumulate: Bool) {
@@ -347,12 +356,7 @@ struct EmbeddingTableView: @unchecked Sendable {
                 destination[c] = accumulate ? destination[c] + v : v
             }
         case .bf16:
-            let source = rows + id * dim * 2
-            for c in 0..<dim {
-                let v = HalfPrecision.float(
-                    fromBFloat16: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)))
-                destination[c] = accumulate ? destination[c] + v : v
-            }
+            mmoe_widen_bf16_row(rows + id * dim * 2, Int32(dim), destination, accumulate ? 1 : 0)
         case .i8:
             let source = (rows + id * dim).assumingMemoryBound(to: Int8.self)
             let scale =

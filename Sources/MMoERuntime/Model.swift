@@ -22,6 +22,10 @@ public final class Model: Sendable {
     let featureIndex: [String: Int]
     let inputView: View
     let steps: [Step]
+    /// Rows run through the whole network at a time (see `packedChunkRows`).
+    let rowsPerChunk: Int
+    /// Runs of independent matrix multiplies, first step index → end (see `independentRuns`).
+    let independentRuns: [Int: Int]
     let bufferWidths: [Int]
     let bufferOffsets: [Int]  // prefix sums of bufferWidths, in floats per row
     let rowFloats: Int
@@ -99,6 +103,9 @@ public final class Model: Sendable {
         }
         inputView = input
         steps = compiler.steps
+        let bf16Products = steps.contains { step in if case .gemm(let gemm) = step { gemm.vnni } else { false } }
+        independentRuns = Model.independentRuns(steps)
+        rowsPerChunk = self.kernel.isPacked ? (bf16Products ? Model.bf16ChunkRows : Model.packedChunkRows) : Model.chunkRows
         bufferWidths = compiler.bufferWidths
         var offsets: [Int] = []
         var total = 0
@@ -197,11 +204,47 @@ public final class Model: Sendable {
     /// Rows below which a batch is not split over threads.
     static let minRowsPerThread = 128
 
+    /// Runs of two or more consecutive packed matrix multiplies in which none reads or writes
+    /// what another writes (the experts' second layers, the towers' layers): first step index →
+    /// end index (exclusive).
+    static func independentRuns(_ steps: [Step]) -> [Int: Int] {
+        func overlaps(_ a: View, _ b: View) -> Bool {
+            a.buffer == b.buffer && a.column < b.column + b.width && b.column < a.column + a.width
+        }
+        var runs: [Int: Int] = [:]
+        var first = 0
+        while first < steps.count {
+            guard case .gemm(let head) = steps[first], !head.packed.isEmpty else {
+                first += 1
+                continue
+            }
+            var reads = [head.input]
+            var writes = [head.output]
+            var end = first + 1
+            while end < steps.count, case .gemm(let next) = steps[end], !next.packed.isEmpty,
+                !writes.contains(where: { overlaps($0, next.input) || overlaps($0, next.output) }),
+                !reads.contains(where: { overlaps($0, next.output) })
+            {
+                reads.append(next.input)
+                writes.append(next.output)
+                end += 1
+            }
+            if end - first >= 2 { runs[first] = end }
+            first = end
+        }
+        return runs
+    }
+
+    /// Weights (sum of n x k over a run) from which a batch-1 run of independent multiplies is
+    /// spread over the threads, each thread always taking the same members so that their
+    /// weights stay in its core's cache (AVX2: measured not to pay on that machine's small layers).
+    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 150_000 }
+
     /// Runs rows `range` chunk by chunk on one scratch area.
     private func runRange(
         _ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int, rank: RankRequest?
     ) throws(PredictError) {
-        let chunk = kernel.isPacked ? Model.packedChunkRows : Model.chunkRows
+        let chunk = rowsPerChunk
         let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
         // A ranking request's compact item input (the columns of item features only).
@@ -219,6 +262,12 @@ public final class Model: Sendable {
 
     /// Rows per chunk on the packed kernel (keeps a chunk's activations in L2).
     static let packedChunkRows = 256
+
+    /// Rows per chunk with bfloat16 products: AMX multiplies so fast that a layer's output must
+    /// stay in L2 for the next one; 64 rows of the benchmark model's 2,064-wide first layer are
+    /// 0.5 MB where 256 are 2 MB (measured with Benchmarks/gemm_shapes.sh: 280 vs 168 GFLOP/s
+    /// per row on that layer, Docs/PERFORMANCE.md).
+    static let bf16ChunkRows = 64
 
     /// Checks names, dtypes and shapes; returns the batch size.
     /// Ids, or raw values (strings) of a feature with a vocabulary.
@@ -314,7 +363,37 @@ public final class Model: Sendable {
                 rowScratch: scratch.extra, unknown: outputs)
         }
 
+        var skipUntil = 0
         for (index, step) in steps.enumerated() {
+            if index < skipUntil { continue }
+            if rank == nil, rows < 6, threads > 1, let end = independentRuns[index] {
+                // Batch 1: the run's multiplies side by side, member i always on thread i % parts.
+                var jobs: [(step: GemmStep, a: UInt, lda: Int, c: UInt, ldc: Int)] = []
+                var weights = 0
+                for member in index..<end {
+                    guard case .gemm(let gemm) = steps[member] else { continue }
+                    weights += gemm.input.width * gemm.output.width
+                    jobs.append(
+                        (
+                            gemm, UInt(bitPattern: pointer(gemm.input)), ld(gemm.input), UInt(bitPattern: pointer(gemm.output)),
+                            ld(gemm.output)
+                        ))
+                }
+                if weights >= Model.independentRunMinimum(kernel) {
+                    let parts = min(threads, jobs.count)
+                    let path = kernel
+                    let members = jobs
+                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                        for (position, job) in members.enumerated() where position % parts == part {
+                            guard let a = UnsafePointer<Float>(bitPattern: job.a), let c = UnsafeMutablePointer<Float>(bitPattern: job.c)
+                            else { continue }
+                            Kernels.packedGemm(job.step, rows: rows, a: a, lda: job.lda, c: c, ldc: job.ldc, threads: 1, path: path)
+                        }
+                    }
+                    skipUntil = end
+                    continue
+                }
+            }
             if let rank, let items, let replacement = rank.steps[index] {
                 // W_item X_items + (W_user x_user + b), the user part computed once per request.
                 Kernels.packedGemm(
@@ -357,17 +436,18 @@ public final class Model: Sendable {
                 let width = output.width
                 let sources = experts.map { (UInt(bitPattern: pointer($0)), ld($0)) }
                 Kernels.parallelRows(rows, work: rows * width * experts.count * 2, threads: threads) { range in
-                    guard let g = UnsafeMutablePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else {
+                    guard let g = UnsafePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else {
                         return
                     }
-                    for r in range {
-                        let destination = out + r * outLD
-                        destination.update(repeating: 0, count: width)
-                        for (e, (address, sourceLD)) in sources.enumerated() {
-                            guard let base = UnsafeMutablePointer<Float>(bitPattern: address) else { continue }
-                            let weight = g[r * gateLD + e]
-                            let source = base + r * sourceLD
-                            for c in 0..<width { destination[c] += weight * source[c] }
+                    let first = range.lowerBound
+                    let starts = sources.map { address, sourceLD in UnsafePointer<Float>(bitPattern: address).map { $0 + first * sourceLD }
+                    }
+                    let lds = sources.map { $0.1 }
+                    starts.withUnsafeBufferPointer { starts in
+                        lds.withUnsafeBufferPointer { lds in
+                            mmoe_mix_rows(
+                                Int32(range.count), Int32(width), g + first * gateLD, Int32(gateLD), Int32(starts.count),
+                                starts.baseAddress, lds.baseAddress, out + first * outLD, Int32(outLD))
                         }
                     }
                 }
@@ -474,8 +554,13 @@ public final class Model: Sendable {
                     if case .useRow(let fallback) = options.unknownIDs { return fallback }
                     throw .idOutOfRange(feature: feature.name, row: row, position: position, id: id, vocabSize: table.vocabSize)
                 }
+                // Rows are fetched a few lookups ahead: the tables are larger than the caches
+                // and each lookup would otherwise wait for memory on its own.
+                let ahead = 8
                 if feature.kind == .sparse {
+                    for r in 0..<min(ahead, rows) { table.prefetch(row: ids[start + r]) }
                     for r in 0..<rows {
+                        if r + ahead < rows { table.prefetch(row: ids[start + r + ahead]) }
                         let id = try resolve(ids[start + r], row: start + r, position: nil)
                         table.read(row: id, into: base + r * ld + column, accumulate: false)
                     }
@@ -486,6 +571,9 @@ public final class Model: Sendable {
                 let pooling = feature.pooling ?? .sum
                 let dim = table.dim
                 for r in 0..<rows {
+                    if r + 1 < rows {
+                        for p in 0..<length { table.prefetch(row: ids[(start + r + 1) * length + p]) }
+                    }
                     let destination = base + r * ld + column
                     var count = 0
                     for p in 0..<length {

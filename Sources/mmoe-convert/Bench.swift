@@ -10,7 +10,8 @@ struct Bench: ParsableCommand {
         discussion: """
             Generates random valid inputs for the model, warms up, then times repeated predict
             calls per batch size. --json prints one object per batch size with batch, threads,
-            median_latency_s, p90_latency_s and examples_per_s.
+            median_latency_s, p90_latency_s, min_latency_s (the fastest call: the least
+            disturbed by other work on the machine) and examples_per_s.
 
             With --rank N: one request of N candidates through `rank` (the user's features once,
             --user-features or the model's "side": "user" features) and the same N rows as a plain
@@ -87,7 +88,7 @@ struct Bench: ParsableCommand {
                 let throughput = Double(size) / median
                 if json {
                     let object: [String: Any] = [
-                        "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90,
+                        "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "min_latency_s": times[0],
                         "examples_per_s": throughput, "calls": times.count,
                         "kernel": loaded.kernel.rawValue,
                     ]

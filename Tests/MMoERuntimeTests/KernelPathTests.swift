@@ -67,6 +67,25 @@ struct KernelPathTests {
         #expect(600 * 2 * 528 >= Kernels.panelSplitMinimum(.avx512))
         try Self.check(large, try randomTensors(for: large, seed: 5), path: path, rows: [1, 2, 3, 5, 7], seed: 4)
 
+        // Experts' second layers large enough that a batch below 6 runs them side by side on the
+        // threads (when there are two or more), each thread on the same experts every call.
+        let sideBySide = ModelSpec(
+            name: "side-by-side", tables: [], features: [.dense("x", width: 64)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: (0..<4).map { _ in MLP(layers: [.linear(units: 200, bias: true), .relu, .linear(units: 200, bias: true), .relu]) },
+                gates: [MLP(layers: [.linear(units: 4, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        let sideTensors = try randomTensors(for: sideBySide, seed: 8)
+        if path.isPacked {
+            let model = try Model(spec: sideBySide, tensors: sideTensors, kernel: path)
+            let runs = model.independentRuns.map { $0.value - $0.key }
+            #expect(runs.contains(4), "the four second layers form one run (runs: \(runs))")
+            #expect(4 * 200 * 200 >= Model.independentRunMinimum(.avx512))
+        }
+        try Self.check(sideBySide, sideTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 9)
+
         let folded = ModelSpec(
             name: "bf16", tables: [], features: [.dense("x", width: 45)],
             architecture: Architecture(

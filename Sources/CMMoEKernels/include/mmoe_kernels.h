@@ -68,4 +68,25 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
 /// with 0xFFFFFFFF, finish by XOR with 0xFFFFFFFF). Uses the SSE4.2 crc32 instruction when the
 /// CPU has it, a table otherwise.
 unsigned int mmoe_crc32c_update(unsigned int state, const void *bytes, size_t count);
+
+/// out[r, c] = sum over e of gate[r, e] * sources[e][r, c] for rows [0, rows), columns
+/// [0, width) (the MMoE gate's mixture of expert outputs; row r of gate at gate + r * gate_ld,
+/// of expert e at sources[e] + r * source_lds[e]). AVX-512, AVX2 or portable code, chosen at
+/// run time.
+void mmoe_mix_rows(int rows, int width, const float *gate, int gate_ld, int experts, const float *const *sources,
+                   const long *source_lds, float *out, int out_ld);
+
+/// Widens `dim` little-endian bfloat16 values (any alignment) to float32 into destination, or
+/// adds them to it when accumulate is non-zero.
+void mmoe_widen_bf16_row(const void *source, int dim, float *destination, int accumulate);
+
+/// Asks the CPU to bring the cache line holding `address` closer (no effect on results; any
+/// address, even an invalid one, is safe).
+static inline void mmoe_prefetch(const void *address) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(address, 0, 3);
+#else
+    (void)address;
+#endif
+}
 #endif
