@@ -230,12 +230,25 @@ struct tile_config {
     unsigned char rows[16];
 };
 
-/* ReLU in place on rows [0, 32) x 16 columns of c (max(0, NaN) stays NaN). */
-static inline __attribute__((always_inline, target("avx512f"))) void relu_panel(float *c, int ldc) {
+/* A finished 32 x 32 block waiting in the ring: its ReLU and its store to c are done after the
+ * next block's tile stores (reading tile stores back at once stalls the core). */
+struct parked {
+    const float *block; /* 32 rows of 32 floats */
+    float *c;           /* row 0, first column */
+    int panels, relu0, relu1;
+};
+
+static inline __attribute__((always_inline, target("avx512f"))) void unpark(const struct parked *w, int ldc) {
     __m512 z = _mm512_setzero_ps();
     for (int i = 0; i < 32; i++) {
-        float *row = c + (size_t)i * ldc;
-        _mm512_storeu_ps(row, _mm512_max_ps(z, _mm512_loadu_ps(row)));
+        __m512 v0 = _mm512_load_ps(w->block + i * 32);
+        if (w->relu0) v0 = _mm512_max_ps(z, v0); /* max(0, NaN) is NaN, as in PyTorch */
+        _mm512_storeu_ps(w->c + (size_t)i * ldc, v0);
+        if (w->panels == 2) {
+            __m512 v1 = _mm512_load_ps(w->block + i * 32 + 16);
+            if (w->relu1) v1 = _mm512_max_ps(z, v1);
+            _mm512_storeu_ps(w->c + (size_t)i * ldc + 16, v1);
+        }
     }
 }
 
@@ -246,26 +259,29 @@ static inline __attribute__((always_inline, target("avx512f"))) void relu_panel(
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
 static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
                       const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
-    float tile[32 * 32];
+    /* Two L1-resident blocks: one being written by tile stores, one waiting for its epilogue.
+     * Blocks that need a ReLU pass through them, so c is written once; blocks without one are
+     * stored straight to c. */
+    _Alignas(64) float ring[2][32 * 32];
+    int slot = 0;
+    struct parked waiting = {NULL, NULL, 0, 0, 0};
     size_t stride_a = (size_t)kpad * 2;
     size_t stride_c = (size_t)ldc * 4;
-    /* Panels whose ReLU still has to be applied in c: done after the next block, once the tile
-     * stores that wrote them have left the core (reading them back at once stalls). */
-    float *pending[2 * AMX_ROWS / 32];
-    int pending_count = 0;
     for (int p = panel_begin; p < panel_end; p += 2) {
         int two = p + 1 < panel_end;
         const unsigned short *b0 = packed + (size_t)p * NR * kpad;
         const unsigned short *b1 = two ? b0 + (size_t)NR * kpad : b0;
         int col0 = p * NR, col1 = col0 + NR;
+        int relu0 = relus ? relus[p] : 0;
+        int relu1 = two && relus ? relus[p + 1] : 0;
         for (int r0 = 0; r0 < rows; r0 += 32) {
             int block_rows = rows - r0 < 32 ? rows - r0 : 32;
             const unsigned short *a0 = ab + (size_t)r0 * kpad;
             float *cb = c + (size_t)r0 * ldc;
-            /* Full blocks go straight to c with the bias as the accumulators' start; partial
-             * ones (fewer rows, or columns past n) through the float tile. */
-            int direct = block_rows == 32 && col0 + (two ? 2 * NR : NR) <= n;
-            if (direct && bias) {
+            /* Full blocks start from the bias and leave through the ring or straight to c;
+             * partial ones (fewer rows, or columns past n) through the float tile. */
+            int full = block_rows == 32 && col0 + (two ? 2 * NR : NR) <= n;
+            if (full && bias) {
                 _tile_loadd(0, bias + col0, 0);
                 _tile_loadd(2, bias + col0, 0);
                 _tile_loadd(1, bias + (two ? col1 : col0), 0);
@@ -286,34 +302,41 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }
-            if (direct) {
+            if (full && !relu0 && !relu1) {
                 _tile_stored(0, cb + col0, stride_c);
                 _tile_stored(2, cb + (size_t)16 * ldc + col0, stride_c);
                 if (two) {
                     _tile_stored(1, cb + col1, stride_c);
                     _tile_stored(3, cb + (size_t)16 * ldc + col1, stride_c);
                 }
+                if (waiting.block) unpark(&waiting, ldc);
+                waiting.block = NULL;
+            } else if (full) {
+                float *block = ring[slot];
+                slot ^= 1;
+                _tile_stored(0, block, 128);
+                _tile_stored(1, block + 16, 128);
+                _tile_stored(2, block + 16 * 32, 128);
+                _tile_stored(3, block + 16 * 32 + 16, 128);
+                if (waiting.block) unpark(&waiting, ldc);
+                waiting = (struct parked){block, cb + col0, two ? 2 : 1, relu0, relu1};
             } else {
+                float tile[32 * 32];
                 _tile_stored(0, tile, 128);
                 _tile_stored(1, tile + 16, 128);
                 _tile_stored(2, tile + 16 * 32, 128);
                 _tile_stored(3, tile + 16 * 32 + 16, 128);
-            }
-            for (int i = 0; i < pending_count; i++) relu_panel(pending[i], ldc);
-            pending_count = 0;
-            for (int j = 0; j < (two ? 2 : 1); j++) {
-                int col = (p + j) * NR;
-                int relu = relus ? relus[p + j] : 0;
-                if (direct) {
-                    if (relu) pending[pending_count++] = cb + col;
-                } else {
+                if (waiting.block) unpark(&waiting, ldc);
+                waiting.block = NULL;
+                for (int j = 0; j < (two ? 2 : 1); j++) {
+                    int col = (p + j) * NR;
                     int valid = n - col < NR ? n - col : NR;
-                    store_tile(tile + j * NR, 32, block_rows, valid, bias ? bias + col : NULL, relu, cb + col, ldc);
+                    store_tile(tile + j * NR, 32, block_rows, valid, bias ? bias + col : NULL, j == 0 ? relu0 : relu1, cb + col, ldc);
                 }
             }
         }
     }
-    for (int i = 0; i < pending_count; i++) relu_panel(pending[i], ldc);
+    if (waiting.block) unpark(&waiting, ldc);
 }
 
 __attribute__((target("amx-tile")))
