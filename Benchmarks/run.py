@@ -45,7 +45,7 @@ KERNELS = set()  # the kernel paths swift-mmoe reported
 def ours(model, batch, threads, seconds):
     out = sh(TOOL, "bench", model, "--batch", str(batch), "--threads", str(threads), "--seconds", str(seconds), "--json")
     result = json.loads(out.strip().splitlines()[-1])
-    KERNELS.add(result.get("kernel", "?"))
+    KERNELS.add(result.get("kernel", "?") + (" with AMX tiles" if result.get("amx") else ""))
     return result["median_latency_s"]
 
 

@@ -1,6 +1,7 @@
 #include "mmoe_kernels.h"
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* bfloat16 products with float32 accumulation for weights stored as bfloat16: activations are
  * rounded to bfloat16 (nearest even) block by block, weights are packed once in pairs along k
@@ -83,7 +84,9 @@ int mmoe_bf16_compute_support(void) {
             if (syscall(SYS_arch_prctl, 0x1023, 18) == 0) result |= 2;
         }
     }
-    if (getenv("MMOE_NO_AMX") != NULL) result &= ~2;
+    /* MMOE_NO_AMX, or MMOE_KERNEL=bf16 (bfloat16 products on AVX512-BF16 only), turn AMX off. */
+    const char *kernel = getenv("MMOE_KERNEL");
+    if (getenv("MMOE_NO_AMX") != NULL || (kernel != NULL && strcasecmp(kernel, "bf16") == 0)) result &= ~2;
     __atomic_store_n(&support_state, result, __ATOMIC_RELEASE);
     return result;
 }

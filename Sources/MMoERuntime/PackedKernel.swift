@@ -45,16 +45,27 @@ public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible 
     /// 16 rows and more; `MMOE_NO_AMX` turns it off).
     public static var hasAMX: Bool { mmoe_bf16_compute_support() & 2 != 0 }
 
-    /// The process default: `MMOE_KERNEL=blas|avx2|avx512|avx512bf16` when set and supported, else the
-    /// fastest path the CPU supports (an unsupported or unknown choice says so on stderr once).
+    /// The path an `MMOE_KERNEL` value names: a path's name, or `bf16` (bfloat16 products on
+    /// AVX512-BF16 only: the C side then leaves AMX off) or `amx` (bfloat16 products on AMX
+    /// tiles), both `avx512bf16`; nil for anything else.
+    public static func named(_ value: String) -> KernelPath? {
+        switch value.lowercased() {
+        case "bf16", "amx": .avx512bf16
+        default: KernelPath(rawValue: value.lowercased())
+        }
+    }
+
+    /// The process default: `MMOE_KERNEL=blas|avx2|avx512|avx512bf16|bf16|amx` when set and
+    /// supported, else the fastest path the CPU supports (an unsupported or unknown choice says
+    /// so on stderr once).
     public static let processDefault: KernelPath = {
         guard let value = getenv("MMOE_KERNEL").map({ String(cString: $0) }), !value.isEmpty else { return best }
-        guard let path = KernelPath(rawValue: value.lowercased()) else {
+        guard let path = named(value) else {
             FileHandle.standardError.write(
-                Data("swift-mmoe: MMOE_KERNEL=\(value) is not one of blas, avx2, avx512, avx512bf16; using \(best)\n".utf8))
+                Data("swift-mmoe: MMOE_KERNEL=\(value) is not one of blas, avx2, avx512, avx512bf16, bf16, amx; using \(best)\n".utf8))
             return best
         }
-        guard path.isSupported else {
+        guard path.isSupported, value.lowercased() != "amx" || hasAMX else {
             FileHandle.standardError.write(Data("swift-mmoe: MMOE_KERNEL=\(value) is not supported by this CPU; using \(best)\n".utf8))
             return best
         }

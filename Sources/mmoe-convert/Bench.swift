@@ -70,8 +70,11 @@ struct Bench: ParsableCommand {
             if let threads { ComputeThreads.set(threads) }
             let threadCount = ComputeThreads.current
             if !json {
+                let products =
+                    loaded.kernel == .avx512bf16
+                    ? (KernelPath.hasAMX ? ", bf16 products on AMX tiles" : ", bf16 products on AVX512-BF16") : ""
                 print(
-                    "kernel: \(loaded.kernel) (supported here: "
+                    "kernel: \(loaded.kernel)\(products) (supported here: "
                         + "\(KernelPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")); MMOE_KERNEL chooses)"
                 )
                 print("batch   threads   median_latency   p90_latency   examples/s")
@@ -90,7 +93,7 @@ struct Bench: ParsableCommand {
                     let object: [String: Any] = [
                         "batch": size, "threads": threadCount, "median_latency_s": median, "p90_latency_s": p90, "min_latency_s": times[0],
                         "examples_per_s": throughput, "calls": times.count,
-                        "kernel": loaded.kernel.rawValue,
+                        "kernel": loaded.kernel.rawValue, "amx": loaded.kernel == .avx512bf16 && KernelPath.hasAMX,
                     ]
                     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                     print(String(decoding: data, as: UTF8.self))

@@ -188,4 +188,16 @@ struct KernelPathTests {
         }
         #expect(KernelPath.best.isSupported)
     }
+
+    @Test("MMOE_KERNEL values: every path's name in any case, bf16 and amx for the bfloat16 products, nothing else")
+    func kernelNames() {
+        for path in KernelPath.allCases {
+            #expect(KernelPath.named(path.rawValue) == path)
+            #expect(KernelPath.named(path.rawValue.uppercased()) == path)
+        }
+        #expect(KernelPath.named("bf16") == .avx512bf16)
+        #expect(KernelPath.named("AMX") == .avx512bf16)
+        #expect(KernelPath.named("avx") == nil)
+        #expect(KernelPath.named("") == nil)
+    }
 }
