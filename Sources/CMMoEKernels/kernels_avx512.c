@@ -1,4 +1,5 @@
 #include "mmoe_kernels.h"
+#include <stdlib.h>
 #include <string.h>
 
 /* The AVX-512 path over the same 16-column panels as the AVX2 kernel: a 12 x 32 tile (two
@@ -12,6 +13,18 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+/* The 6 x 64 tile for groups of four full panels: on unless MMOE_AVX512_TILE=12x32 (kept to
+ * compare the two, e.g. with Benchmarks/gemm_shapes.sh, on CPUs not measured yet). */
+static int wide_tiles(void) {
+    static int state = -1;
+    int seen = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (seen >= 0) return seen;
+    const char *choice = getenv("MMOE_AVX512_TILE");
+    int wide = !(choice != NULL && strcmp(choice, "12x32") == 0);
+    __atomic_store_n(&state, wide, __ATOMIC_RELEASE);
+    return wide;
+}
 
 int mmoe_avx512_supported(void) {
     __builtin_cpu_init();
@@ -85,6 +98,84 @@ static void tile512(int kc, const float *a, int lda, const void *bp0, const void
     }
 }
 
+/* R rows (1 to 6, a compile-time constant after inlining) x four adjacent full panels (64
+ * columns): 24 zmm accumulators, four panel loads and R broadcasts per step of k. */
+static inline __attribute__((always_inline, target("avx512f")))
+void tile6x64_body(int rows, int kc, const float *a, int lda, const void *bp, size_t panel_stride, float *out, int ldo, int accumulate,
+                   int last, const float *bias, const unsigned char *relu, int bf16) {
+    __m512 c[6][4];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 6; i++) {
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+            if (i < rows) c[i][j] = accumulate ? _mm512_loadu_ps(out + (size_t)i * ldo + j * NR) : _mm512_setzero_ps();
+        }
+    }
+    const unsigned char *b = (const unsigned char *)bp;
+    size_t step = panel_stride * (bf16 ? 2 : 4);
+    for (int kk = 0; kk < kc; kk++) {
+        __m512 w0 = load_b16(b, (size_t)kk * NR, bf16);
+        __m512 w1 = load_b16(b + step, (size_t)kk * NR, bf16);
+        __m512 w2 = load_b16(b + 2 * step, (size_t)kk * NR, bf16);
+        __m512 w3 = load_b16(b + 3 * step, (size_t)kk * NR, bf16);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) {
+            if (i >= rows) continue;
+            __m512 x = _mm512_set1_ps(a[(size_t)i * lda + kk]);
+            c[i][0] = _mm512_fmadd_ps(x, w0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(x, w1, c[i][1]);
+            c[i][2] = _mm512_fmadd_ps(x, w2, c[i][2]);
+            c[i][3] = _mm512_fmadd_ps(x, w3, c[i][3]);
+        }
+    }
+    if (last) {
+        __m512 z = _mm512_setzero_ps();
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+            __m512 bj = bias ? _mm512_loadu_ps(bias + j * NR) : z;
+            int r = relu ? relu[j] : 0;
+#pragma clang loop unroll(full)
+            for (int i = 0; i < 6; i++) {
+                if (i >= rows) continue;
+                __m512 v = _mm512_add_ps(c[i][j], bj);
+                c[i][j] = r ? _mm512_max_ps(z, v) : v; /* max(0, NaN) is NaN, as in PyTorch */
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 6; i++) {
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+            if (i < rows) _mm512_storeu_ps(out + (size_t)i * ldo + j * NR, c[i][j]);
+        }
+    }
+}
+
+/* Rows [0, m) x panels [p, p + 4) (all four full): 6-row tiles, then the 1-5 rows left. */
+__attribute__((target("avx512f")))
+static void panels4(int m, int kc, const float *a, int lda, const void *bp, size_t panel_stride, float *c, int ldc, int accumulate, int last,
+                    const float *bias, const unsigned char *relu, int bf16) {
+    int r = 0;
+    for (; r + 6 <= m; r += 6) {
+        const float *ap = a + (size_t)r * lda;
+        float *cp = c + (size_t)r * ldc;
+        if (bf16) tile6x64_body(6, kc, ap, lda, bp, panel_stride, cp, ldc, accumulate, last, bias, relu, 1);
+        else tile6x64_body(6, kc, ap, lda, bp, panel_stride, cp, ldc, accumulate, last, bias, relu, 0);
+    }
+    const float *ap = a + (size_t)r * lda;
+    float *cp = c + (size_t)r * ldc;
+    switch (m - r) {
+#define REST(R)                                                                                                                  \
+    case R:                                                                                                                      \
+        if (bf16) tile6x64_body(R, kc, ap, lda, bp, panel_stride, cp, ldc, accumulate, last, bias, relu, 1);                     \
+        else tile6x64_body(R, kc, ap, lda, bp, panel_stride, cp, ldc, accumulate, last, bias, relu, 0);                          \
+        break;
+        REST(1) REST(2) REST(3) REST(4) REST(5)
+#undef REST
+    default: break;
+    }
+}
+
 /* One row (batch-1 GEMV) over one panel: four accumulators hide the FMA latency. */
 static inline __attribute__((always_inline, target("avx512f")))
 void row512_body(int kc, const float *a, const void *bp, float *out, int accumulate, int last, const float *bias, int relu, int valid, int bf16) {
@@ -143,7 +234,17 @@ void mmoe_gemm_packed_panels_avx512(int m, int n, int k, const float *a, int lda
             }
             continue;
         }
-        for (int p = panel_begin; p < panel_end; p += 2) {
+        int p = panel_begin;
+        /* Groups of four full panels on the 6 x 64 tile (fewer broadcasts per multiply-add
+         * than the 12 x 32 tile; Docs/PERFORMANCE.md), unless MMOE_AVX512_TILE=12x32. */
+        if (wide_tiles()) {
+            for (; p + 4 <= panel_end && (p + 4) * NR <= n; p += 4) {
+                const void *bp = (const unsigned char *)packed + ((size_t)p * NR * k + (size_t)k0 * NR) * element;
+                panels4(m, kc, a + k0, lda, bp, (size_t)NR * k, c + p * NR, ldc, accumulate, last, bias ? bias + p * NR : NULL,
+                        relus ? relus + p : NULL, bf16);
+            }
+        }
+        for (; p < panel_end; p += 2) {
             int panels = p + 1 < panel_end ? 2 : 1;
             const void *bp0 = (const unsigned char *)packed + ((size_t)p * NR * k + (size_t)k0 * NR) * element;
             const void *bp1 = (const unsigned char *)packed + ((size_t)(p + panels - 1) * NR * k + (size_t)k0 * NR) * element;
