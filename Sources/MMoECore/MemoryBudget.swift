@@ -3,6 +3,7 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
+import Synchronization
 
 /// What one allocation sized by a file may take: checked before the allocation is made, so a
 /// file that declares (or expands to) more than the process can get is refused with a typed
@@ -65,14 +66,44 @@ public enum MemoryBudget {
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
-    /// `MemAvailable` of `/proc/meminfo`, where readable.
+    /// `MemAvailable` of `/proc/meminfo`, where readable; read again when the last reading is
+    /// more than `readingLifetime` old (a model load checks hundreds of allocations, and
+    /// parsing the file each time was a quarter of the time to open a small model).
     static func memAvailable() -> Int? {
+        let now = monotonicNanoseconds()
+        if let cached = lastReading.withLock({ $0 }), now &- cached.time < readingLifetime { return cached.value }
+        let value = readMemAvailable()
+        lastReading.withLock { $0 = (now, value) }
+        return value
+    }
+
+    /// Nanoseconds a `MemAvailable` reading is reused for.
+    static let readingLifetime: UInt64 = 20_000_000
+
+    private static let lastReading = Mutex<(time: UInt64, value: Int?)?>(nil)
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
+    }
+
+    /// The `MemAvailable:` line's value in bytes (kB in the file).
+    static func readMemAvailable() -> Int? {
         guard let text = readSmallFile("/proc/meminfo") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let fields = line.split(separator: " ")
-            if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
+        guard let start = text.utf8.firstRange(of: "MemAvailable:".utf8) else { return nil }
+        var kib = 0
+        var digits = 0
+        for byte in text.utf8[start.upperBound...] {
+            if byte == UInt8(ascii: " ") && digits == 0 { continue }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
+            let (product, overflow) = kib.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            kib = product + Int(byte - UInt8(ascii: "0"))
+            digits += 1
         }
-        return nil
+        guard digits > 0 else { return nil }
+        return kib.multipliedReportingOverflow(by: 1024).overflow ? Int.max : kib * 1024
     }
 
     static func readSmallFile(_ path: String) -> String? {
