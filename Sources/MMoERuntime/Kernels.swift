@@ -22,10 +22,14 @@ enum Kernels {
         mmoe_sgemm_rowmajor_bt(Int32(rows), Int32(n), Int32(k), a, Int32(lda), w, Int32(k), c, Int32(ldc))
     }
 
-    /// Weights (n x k) from which a batch-1 multiply is split over threads, per path: measured
-    /// on each CPU (Docs/PERFORMANCE.md) — waking a second thread costs ~20 us, which the AVX2
-    /// machine's small layers did not repay, while the AVX-512 machine's 170 x 2112 first layer does.
-    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 300_000 : 4_000_000 }
+    /// Bytes of packed weights from which a batch-1 multiply is split over threads, per path:
+    /// measured on each CPU (Docs/PERFORMANCE.md) — waking a second thread costs ~20 us, which
+    /// the AVX2 machine's small layers did not repay, while the AVX-512 machine's 170 x 2112
+    /// float32 first layer (1.4 MB) does and the same layer in bfloat16 (0.7 MB) does not.
+    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 1_200_000 : 16_000_000 }
+
+    /// Bytes of the packed weights of a multiply (2 per weight for bfloat16 panels).
+    static func packedBytes(_ step: GemmStep) -> Int { step.input.width * step.output.width * (step.packedBF16 || step.vnni ? 2 : 4) }
 
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
@@ -43,7 +47,7 @@ enum Kernels {
                     let biasBase = bias.isEmpty ? nil : bias.baseAddress
                     let reluBase = relu.isEmpty ? nil : relu.baseAddress
                     // Only a large weight matrix is worth waking a second thread for (~20 us).
-                    let splits = rows < 6 && n * k >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
+                    let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
                     let bf16: Int32 = step.packedBF16 ? 1 : 0
                     let vnni = step.vnni
                     let avx512 = path == .avx512 || path == .avx512bf16

@@ -235,10 +235,11 @@ public final class Model: Sendable {
         return runs
     }
 
-    /// Weights (sum of n x k over a run) from which a batch-1 run of independent multiplies is
-    /// spread over the threads, each thread always taking the same members so that their
-    /// weights stay in its core's cache (AVX2: measured not to pay on that machine's small layers).
-    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 150_000 }
+    /// Bytes of packed weights (over a run) from which a batch-1 run of independent multiplies
+    /// is spread over the threads, each thread always taking the same members so that their
+    /// weights stay in its core's cache: the benchmark model's float32 expert layers (1 MB) gain
+    /// a little, its bfloat16 ones (0.5 MB) lose (Docs/PERFORMANCE.md); not on the AVX2 path.
+    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 600_000 }
 
     /// Runs rows `range` chunk by chunk on one scratch area.
     private func runRange(
@@ -372,7 +373,7 @@ public final class Model: Sendable {
                 var weights = 0
                 for member in index..<end {
                     guard case .gemm(let gemm) = steps[member] else { continue }
-                    weights += gemm.input.width * gemm.output.width
+                    weights += Kernels.packedBytes(gemm)
                     jobs.append(
                         (
                             gemm, UInt(bitPattern: pointer(gemm.input)), ld(gemm.input), UInt(bitPattern: pointer(gemm.output)),

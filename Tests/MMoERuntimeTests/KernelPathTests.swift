@@ -64,7 +64,7 @@ struct KernelPathTests {
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
-        #expect(600 * 2 * 528 >= Kernels.panelSplitMinimum(.avx512))
+        #expect(600 * 2 * 528 * 4 >= Kernels.panelSplitMinimum(.avx512))
         try Self.check(large, try randomTensors(for: large, seed: 5), path: path, rows: [1, 2, 3, 5, 7], seed: 4)
 
         // Experts' second layers large enough that a batch below 6 runs them side by side on the
@@ -82,7 +82,7 @@ struct KernelPathTests {
             let model = try Model(spec: sideBySide, tensors: sideTensors, kernel: path)
             let runs = model.independentRuns.map { $0.value - $0.key }
             #expect(runs.contains(4), "the four second layers form one run (runs: \(runs))")
-            #expect(4 * 200 * 200 >= Model.independentRunMinimum(.avx512))
+            #expect(4 * 200 * 200 * 4 >= Model.independentRunMinimum(.avx512))
         }
         try Self.check(sideBySide, sideTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 9)
 
