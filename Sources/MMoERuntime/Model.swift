@@ -142,22 +142,38 @@ public final class Model: Sendable {
         let buffers = OutputBuffers(
             rows: rows, headWidths: heads.map(\.width), gateWidths: options.includeGates ? gatePlans.map(\.view.width) : [])
         let threads = ComputeThreads.current
-        // Large batches on the packed kernel: contiguous row ranges per thread, each running the
-        // whole network chunk by chunk (activations stay in cache, no synchronisation inside).
+        // Large batches on the packed kernel: each thread runs the whole network on one chunk of
+        // rows at a time (activations stay in its cache, no synchronisation inside a chunk) and
+        // claims the next chunk when done, so a thread on a slower or busier core takes fewer
+        // chunks instead of holding the call up (halves fixed in advance did, on a shared machine).
         let parts = kernel.isPacked ? min(threads, rows / Model.minRowsPerThread) : 1
+        // At least two chunks per thread, so that there is something to balance.
+        let chunk = parts > 1 ? min(rowsPerChunk, max(32, rows / (2 * parts) / 16 * 16)) : rowsPerChunk
+        let chunks = (rows + chunk - 1) / chunk
         if parts > 1 {
             let failure = Mutex<PredictError?>(nil)
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let range = (rows * part / parts)..<(rows * (part + 1) / parts)
+            let next = Mutex(0)
+            DispatchQueue.concurrentPerform(iterations: parts) { _ in
                 do throws(PredictError) {
-                    try runRange(range, batch: ordered, options: options, outputs: buffers, threads: 1, rank: rank)
+                    try runChunks(maxRows: min(rows, chunk), batch: ordered, options: options, outputs: buffers, threads: 1, rank: rank) {
+                        next.withLock { index -> Range<Int>? in
+                            guard index < chunks else { return nil }
+                            index += 1
+                            return ((index - 1) * chunk)..<min(rows, index * chunk)
+                        }
+                    }
                 } catch {
                     failure.withLock { if $0 == nil { $0 = error } }
                 }
             }
             if let error = failure.withLock({ $0 }) { throw error }
         } else if rows > 0 {
-            try runRange(0..<rows, batch: ordered, options: options, outputs: buffers, threads: threads, rank: rank)
+            var index = 0
+            try runChunks(maxRows: min(rows, chunk), batch: ordered, options: options, outputs: buffers, threads: threads, rank: rank) {
+                guard index < chunks else { return nil }
+                index += 1
+                return ((index - 1) * chunk)..<min(rows, index * chunk)
+            }
         }
         let results = zip(buffers.heads, heads).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1.width)) }
         let gateResults = zip(buffers.gates, buffers.gateWidths).map { Array(UnsafeBufferPointer(start: $0, count: rows * $1)) }
@@ -242,22 +258,21 @@ public final class Model: Sendable {
     static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 600_000 }
 
     /// Runs rows `range` chunk by chunk on one scratch area.
-    private func runRange(
-        _ range: Range<Int>, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int, rank: RankRequest?
+    /// Runs the chunks `claim` hands out (each at most `maxRows` rows; nil when none is left)
+    /// one after another on one scratch area.
+    private func runChunks(
+        maxRows: Int, batch: [FeatureArray?], options: PredictOptions, outputs: OutputBuffers, threads: Int, rank: RankRequest?,
+        claim: () -> Range<Int>?
     ) throws(PredictError) {
-        let chunk = rowsPerChunk
-        let scratch = scratch.acquire(floats: min(range.count, chunk) * rowFloats, extra: maxTableDim())
+        let scratch = scratch.acquire(floats: maxRows * rowFloats, extra: maxTableDim())
         defer { self.scratch.release(scratch) }
         // A ranking request's compact item input (the columns of item features only).
-        let items = rank.map { UnsafeMutablePointer<Float>.allocate(capacity: max(min(range.count, chunk) * $0.plan.itemWidth, 1)) }
+        let items = rank.map { UnsafeMutablePointer<Float>.allocate(capacity: max(maxRows * $0.plan.itemWidth, 1)) }
         defer { items?.deallocate() }
-        var start = range.lowerBound
-        while start < range.upperBound {
-            let count = min(chunk, range.upperBound - start)
+        while let range = claim() {
             try run(
-                start: start, rows: count, batch: batch, options: options, scratch: scratch, outputs: outputs, threads: threads, rank: rank,
-                items: items)
-            start += count
+                start: range.lowerBound, rows: range.count, batch: batch, options: options, scratch: scratch, outputs: outputs,
+                threads: threads, rank: rank, items: items)
         }
     }
 
