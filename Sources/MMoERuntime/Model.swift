@@ -24,8 +24,8 @@ public final class Model: Sendable {
     let steps: [Step]
     /// Rows run through the whole network at a time (see `packedChunkRows`).
     let rowsPerChunk: Int
-    /// Runs of independent matrix multiplies, first step index → end (see `independentRuns`).
-    let independentRuns: [Int: Int]
+    /// Runs of independent matrix multiplies by first step index (see `independentRuns`).
+    let independentRuns: [Int: IndependentRun]
     let bufferWidths: [Int]
     let bufferOffsets: [Int]  // prefix sums of bufferWidths, in floats per row
     let rowFloats: Int
@@ -220,14 +220,20 @@ public final class Model: Sendable {
     /// Rows below which a batch is not split over threads.
     static let minRowsPerThread = 128
 
+    /// Consecutive steps `first ..< end` that are packed matrix multiplies none of which reads
+    /// or writes what another writes, with the bytes of their packed weights.
+    struct IndependentRun: Sendable, Equatable {
+        var end: Int
+        var bytes: Int
+    }
+
     /// Runs of two or more consecutive packed matrix multiplies in which none reads or writes
-    /// what another writes (the experts' second layers, the towers' layers): first step index →
-    /// end index (exclusive).
-    static func independentRuns(_ steps: [Step]) -> [Int: Int] {
+    /// what another writes (the experts' second layers, the towers' layers), by first step index.
+    static func independentRuns(_ steps: [Step]) -> [Int: IndependentRun] {
         func overlaps(_ a: View, _ b: View) -> Bool {
             a.buffer == b.buffer && a.column < b.column + b.width && b.column < a.column + a.width
         }
-        var runs: [Int: Int] = [:]
+        var runs: [Int: IndependentRun] = [:]
         var first = 0
         while first < steps.count {
             guard case .gemm(let head) = steps[first], !head.packed.isEmpty else {
@@ -236,6 +242,7 @@ public final class Model: Sendable {
             }
             var reads = [head.input]
             var writes = [head.output]
+            var bytes = Kernels.packedBytes(head)
             var end = first + 1
             while end < steps.count, case .gemm(let next) = steps[end], !next.packed.isEmpty,
                 !writes.contains(where: { overlaps($0, next.input) || overlaps($0, next.output) }),
@@ -243,9 +250,10 @@ public final class Model: Sendable {
             {
                 reads.append(next.input)
                 writes.append(next.output)
+                bytes += Kernels.packedBytes(next)
                 end += 1
             }
-            if end - first >= 2 { runs[first] = end }
+            if end - first >= 2 { runs[first] = IndependentRun(end: end, bytes: bytes) }
             first = end
         }
         return runs
@@ -257,7 +265,6 @@ public final class Model: Sendable {
     /// a little, its bfloat16 ones (0.5 MB) lose (Docs/PERFORMANCE.md); not on the AVX2 path.
     static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 600_000 }
 
-    /// Runs rows `range` chunk by chunk on one scratch area.
     /// Runs the chunks `claim` hands out (each at most `maxRows` rows; nil when none is left)
     /// one after another on one scratch area.
     private func runChunks(
@@ -382,33 +389,29 @@ public final class Model: Sendable {
         var skipUntil = 0
         for (index, step) in steps.enumerated() {
             if index < skipUntil { continue }
-            if rank == nil, rows < 6, threads > 1, let end = independentRuns[index] {
+            if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum(kernel) {
                 // Batch 1: the run's multiplies side by side, member i always on thread i % parts.
                 var jobs: [(step: GemmStep, a: UInt, lda: Int, c: UInt, ldc: Int)] = []
-                var weights = 0
-                for member in index..<end {
+                for member in index..<run.end {
                     guard case .gemm(let gemm) = steps[member] else { continue }
-                    weights += Kernels.packedBytes(gemm)
                     jobs.append(
                         (
                             gemm, UInt(bitPattern: pointer(gemm.input)), ld(gemm.input), UInt(bitPattern: pointer(gemm.output)),
                             ld(gemm.output)
                         ))
                 }
-                if weights >= Model.independentRunMinimum(kernel) {
-                    let parts = min(threads, jobs.count)
-                    let path = kernel
-                    let members = jobs
-                    DispatchQueue.concurrentPerform(iterations: parts) { part in
-                        for (position, job) in members.enumerated() where position % parts == part {
-                            guard let a = UnsafePointer<Float>(bitPattern: job.a), let c = UnsafeMutablePointer<Float>(bitPattern: job.c)
-                            else { continue }
-                            Kernels.packedGemm(job.step, rows: rows, a: a, lda: job.lda, c: c, ldc: job.ldc, threads: 1, path: path)
-                        }
+                let parts = min(threads, jobs.count)
+                let path = kernel
+                let members = jobs
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    for (position, job) in members.enumerated() where position % parts == part {
+                        guard let a = UnsafePointer<Float>(bitPattern: job.a), let c = UnsafeMutablePointer<Float>(bitPattern: job.c)
+                        else { continue }
+                        Kernels.packedGemm(job.step, rows: rows, a: a, lda: job.lda, c: c, ldc: job.ldc, threads: 1, path: path)
                     }
-                    skipUntil = end
-                    continue
                 }
+                skipUntil = run.end
+                continue
             }
             if let rank, let items, let replacement = rank.steps[index] {
                 // W_item X_items + (W_user x_user + b), the user part computed once per request.
