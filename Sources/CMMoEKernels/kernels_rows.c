@@ -38,20 +38,12 @@ static void mix_base(int rows, int width, const float *gate, int gate_ld, int ex
     MIX_BODY
 }
 
-/* 2: AVX-512F, 1: AVX2+FMA, 0: neither (decided once). */
+/* 2: AVX-512F, 1: AVX2+FMA, 0: neither (the packed kernels' own probes, decided once). */
 static int row_level(void) {
     static int level = -1;
     int seen = __atomic_load_n(&level, __ATOMIC_ACQUIRE);
     if (seen >= 0) return seen;
-    int found = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) {
-        found = 2;
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        found = 1;
-    }
-#endif
+    int found = mmoe_avx512_supported() ? 2 : mmoe_kernels_available() ? 1 : 0;
     __atomic_store_n(&level, found, __ATOMIC_RELEASE);
     return found;
 }

@@ -453,15 +453,16 @@ public final class Model: Sendable {
                 let out = UInt(bitPattern: pointer(output))
                 let outLD = ld(output)
                 let width = output.width
-                let sources = experts.map { (UInt(bitPattern: pointer($0)), ld($0)) }
+                let addresses = experts.map { UInt(bitPattern: pointer($0)) }
+                let lds = experts.map { ld($0) }
                 Kernels.parallelRows(rows, work: rows * width * experts.count * 2, threads: threads) { range in
                     guard let g = UnsafePointer<Float>(bitPattern: g), let out = UnsafeMutablePointer<Float>(bitPattern: out) else {
                         return
                     }
                     let first = range.lowerBound
-                    let starts = sources.map { address, sourceLD in UnsafePointer<Float>(bitPattern: address).map { $0 + first * sourceLD }
+                    let starts = zip(addresses, lds).map { address, sourceLD in
+                        UnsafePointer<Float>(bitPattern: address).map { $0 + first * sourceLD }
                     }
-                    let lds = sources.map { $0.1 }
                     starts.withUnsafeBufferPointer { starts in
                         lds.withUnsafeBufferPointer { lds in
                             mmoe_mix_rows(

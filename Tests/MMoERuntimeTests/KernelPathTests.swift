@@ -8,6 +8,14 @@ import Testing
 /// every sample architecture, on shapes that cross every blocking edge (rows below and above
 /// the tile heights, k above one k block, partial panels, bf16 panels, folded batch norms).
 /// Paths the CPU lacks are printed as skipped, never silently passed.
+extension KernelPath {
+    /// Whether this CPU runs the path; a path it lacks is printed as skipped, never passed silently.
+    var runsHere: Bool {
+        if !isSupported { print("kernel path \(self): SKIPPED, this CPU lacks it") }
+        return isSupported
+    }
+}
+
 @Suite("Every kernel path against the reference")
 struct KernelPathTests {
     static let rows = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 97, 131, 300]
@@ -26,10 +34,7 @@ struct KernelPathTests {
 
     @Test("each supported path matches the reference on every sample architecture", arguments: KernelPath.allCases)
     func samples(path: KernelPath) throws {
-        guard path.isSupported else {
-            print("kernel path \(path): SKIPPED, this CPU lacks it")
-            return
-        }
+        guard path.runsHere else { return }
         print("kernel path \(path): tested")
         for sample in SampleSpecs.all {
             try Self.check(sample.spec, try randomTensors(for: sample.spec, seed: 42), path: path, rows: Self.rows, seed: 7)
@@ -38,10 +43,7 @@ struct KernelPathTests {
 
     @Test("each supported path: wide inputs (several k blocks), partial panels, bf16 panels", arguments: KernelPath.allCases)
     func edges(path: KernelPath) throws {
-        guard path.isSupported else {
-            print("kernel path \(path): SKIPPED, this CPU lacks it")
-            return
-        }
+        guard path.runsHere else { return }
         let wide = ModelSpec(
             name: "wide", tables: [], features: [.dense("x", width: 700)],
             architecture: Architecture(
@@ -145,10 +147,7 @@ struct KernelPathTests {
         "a NaN dense value makes its row's outputs NaN on every path (as PyTorch and ONNX Runtime), other rows unchanged",
         arguments: KernelPath.allCases)
     func nanPropagates(path: KernelPath) throws {
-        guard path.isSupported else {
-            print("kernel path \(path): SKIPPED, this CPU lacks it")
-            return
-        }
+        guard path.runsHere else { return }
         for sample in SampleSpecs.all {
             let spec = sample.spec
             guard spec.features.contains(where: { $0.name == "price" }) else { continue }
