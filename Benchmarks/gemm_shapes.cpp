@@ -185,7 +185,7 @@ int main(int argc, char **argv) {
             kernel(s.m, s.n, s.k, a.data(), s.k, packed.data(), 0, b.data(), relu.data(), c32.data(), s.n, 0, panels);
         };
         auto ours16 = [&] {
-            mmoe_gemm_vnni(s.m, s.n, s.k, a.data(), s.k, vnni.data(), b.data(), relu.data(), c16.data(), s.n, 0, panels);
+            mmoe_gemm_vnni(s.m, s.n, s.k, a.data(), s.k, nullptr, 0, vnni.data(), b.data(), relu.data(), nullptr, c16.data(), s.n, 0, panels);
         };
         OneDNN d32(s, a, w_kn, b, false), d16(s, a, w_kn, b, true);
         double flops = 2.0 * s.m * s.k * s.n;

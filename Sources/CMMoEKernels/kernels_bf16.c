@@ -8,7 +8,9 @@
  * ("VNNI" order: for each 16-column panel and each pair of k, the 16 columns' two values side
  * by side, k padded to a multiple of 32). Batches of 16 rows and more run on AMX tiles
  * (TDPBF16PS, 32 x 32 output blocks) where the CPU and the kernel allow them; everything else
- * on AVX512-BF16 (VDPBF16PS). Chosen at run time only. */
+ * on AVX512-BF16 (VDPBF16PS). Chosen at run time only. A layer whose only readers are such
+ * products may write its output as bfloat16 and the next layer read it as it is (half the
+ * bytes through the caches, no rounding pass in between; the same values either way). */
 
 #define NR 16
 #define KP 32 /* k padding: one AMX tile row of bfloat16 */
@@ -122,6 +124,18 @@ static void convert_rows(const float *a, int lda, int rows, int total, int k, in
     }
 }
 
+/* Rows [0, rows) of bfloat16 activations (k a multiple of 32, so kpad == k) into the scratch
+ * layout, rows padded with zero rows up to total (blocks the kernels read whole). */
+static void copy_rows16(const unsigned short *a16, int lda16, int rows, int total, int k, unsigned short *out) {
+    for (int r = 0; r < total; r++) {
+        if (r < rows) {
+            memcpy(out + (size_t)r * k, a16 + (size_t)r * lda16, (size_t)k * 2);
+        } else {
+            memset(out + (size_t)r * k, 0, (size_t)k * 2);
+        }
+    }
+}
+
 /* Thread-local scratch for the converted activations (grown, never shrunk). */
 static __thread unsigned short *scratch = NULL;
 static __thread size_t scratch_count = 0;
@@ -135,26 +149,39 @@ static unsigned short *scratch_for(size_t count) {
     return scratch;
 }
 
+/* Sixteen outputs of row `row` (the row's first float32 column at `c`, rows ldc floats apart)
+ * at column `col`: as float32, or rounded to bfloat16 (nearest even, NaN stays NaN) at the
+ * same column of the row counted in bfloat16 values. */
+static inline __attribute__((always_inline, target("avx512f,avx512bf16,avx512bw,avx512vl"))) void
+store16(__m512 v, __mmask16 mask, int half, float *c, size_t ldc, size_t row, int col) {
+    if (half) {
+        _mm256_mask_storeu_epi16((unsigned short *)c + row * 2 * ldc + col, mask, (__m256i)_mm512_cvtneps_pbh(v));
+    } else {
+        _mm512_mask_storeu_ps(c + row * ldc + col, mask, v);
+    }
+}
+
 /* Rows of a float tile plus bias, ReLU (max(0, NaN) stays NaN, as in PyTorch), masked to the
- * valid columns. */
-static inline __attribute__((always_inline, target("avx512f"))) void store_tile(const float *tile, int ldt, int rows, int valid,
-                                                                                const float *bias, int relu, float *c, int ldc) {
+ * valid columns, to column col of rows [0, rows) of c. */
+static inline __attribute__((always_inline, target("avx512f,avx512bf16,avx512bw,avx512vl"))) void
+store_tile(const float *tile, int ldt, int rows, int valid, const float *bias, int relu, int half, float *c, int ldc, int col) {
     __mmask16 mask = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
     __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps();
     __m512 z = _mm512_setzero_ps();
     for (int i = 0; i < rows; i++) {
         __m512 v = _mm512_add_ps(_mm512_loadu_ps(tile + (size_t)i * ldt), b);
         if (relu) v = _mm512_max_ps(z, v);
-        _mm512_mask_storeu_ps(c + (size_t)i * ldc, mask, v);
+        store16(v, mask, half, c, (size_t)ldc, (size_t)i, col);
     }
 }
 
 /* AVX512-BF16: 8 rows x two panels (16 accumulators, one broadcast pair of a per row and
- * pair of k); the activations hold `rows` rounded up to 8 with zero rows. */
+ * pair of k); the activations (rows lda_ab apart) hold `rows` rounded up to 8 with zero rows. */
 #define MRB 8
 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
-static void block_dp(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
-                     const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+static void block_dp(int rows, int n, int kpad, const unsigned short *ab, size_t lda_ab, const unsigned short *packed,
+                     const float *bias, const unsigned char *relus, const unsigned char *out16, float *c, int ldc, int panel_begin,
+                     int panel_end) {
     size_t pairs = (size_t)kpad / 2;
     float tile[MRB * 2 * NR];
     for (int p = panel_begin; p < panel_end; p += 2) {
@@ -165,14 +192,14 @@ static void block_dp(int rows, int n, int kpad, const unsigned short *ab, const 
             __m512 acc[MRB][2];
 #pragma clang loop unroll(full)
             for (int i = 0; i < MRB; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-            const unsigned short *ar = ab + (size_t)r * kpad;
+            const unsigned short *ar = ab + (size_t)r * lda_ab;
             for (size_t kp = 0; kp < pairs; kp++) {
                 __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(b0 + kp * 2 * NR));
                 __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(b1 + kp * 2 * NR));
 #pragma clang loop unroll(full)
                 for (int i = 0; i < MRB; i++) {
                     int pair;
-                    memcpy(&pair, ar + (size_t)i * kpad + kp * 2, 4);
+                    memcpy(&pair, ar + (size_t)i * lda_ab + kp * 2, 4);
                     __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
                     acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, w0);
                     acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, w1);
@@ -188,7 +215,7 @@ static void block_dp(int rows, int n, int kpad, const unsigned short *ab, const 
                 int col = (p + j) * NR;
                 int valid = n - col < NR ? n - col : NR;
                 store_tile(tile + j * NR, 2 * NR, count, valid, bias ? bias + col : NULL, relus ? relus[p + j] : 0,
-                           c + (size_t)r * ldc + col, ldc);
+                           out16 ? out16[p + j] : 0, c + (size_t)r * ldc, ldc, col);
             }
         }
     }
@@ -197,7 +224,7 @@ static void block_dp(int rows, int n, int kpad, const unsigned short *ab, const 
 /* Batch 1: one row, one panel at a time, four accumulators over the pairs of k. */
 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
 static void row_dp(int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
-                   const unsigned char *relus, float *c, int panel_begin, int panel_end) {
+                   const unsigned char *relus, const unsigned char *out16, float *c, int panel_begin, int panel_end) {
     size_t pairs = (size_t)kpad / 2; /* a multiple of 16 */
     for (int p = panel_begin; p < panel_end; p++) {
         const unsigned short *b = packed + (size_t)p * NR * kpad;
@@ -219,7 +246,7 @@ static void row_dp(int n, int kpad, const unsigned short *ab, const unsigned sho
         __mmask16 mask = (__mmask16)(valid >= 16 ? 0xFFFF : ((1u << valid) - 1));
         if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, bias + col));
         if (relus && relus[p]) sum = _mm512_max_ps(_mm512_setzero_ps(), sum);
-        _mm512_mask_storeu_ps(c + col, mask, sum);
+        store16(sum, mask, out16 ? out16[p] : 0, c, 0, 0, col);
     }
 }
 
@@ -233,42 +260,46 @@ struct tile_config {
     unsigned char rows[16];
 };
 
-/* A finished 32 x 32 block waiting in the ring: its ReLU and its store to c are done after the
- * next block's tile stores (reading tile stores back at once stalls the core). */
+/* A finished 32 x 32 block waiting in the ring: its ReLU and its store to c (as float32 or
+ * bfloat16 per panel) are done after the next block's tile stores (reading tile stores back at
+ * once stalls the core). */
 struct parked {
     const float *block; /* 32 rows of 32 floats */
-    float *c;           /* row 0, first column */
-    int panels, relu0, relu1;
+    float *c;           /* row 0 of the block, column 0 of the output */
+    int col, panels, relu0, relu1, half0, half1;
 };
 
-static inline __attribute__((always_inline, target("avx512f"))) void unpark(const struct parked *w, int ldc) {
+static inline __attribute__((always_inline, target("avx512f,avx512bf16,avx512bw,avx512vl"))) void unpark(const struct parked *w,
+                                                                                                          int ldc) {
     __m512 z = _mm512_setzero_ps();
     for (int i = 0; i < 32; i++) {
         __m512 v0 = _mm512_load_ps(w->block + i * 32);
         if (w->relu0) v0 = _mm512_max_ps(z, v0); /* max(0, NaN) is NaN, as in PyTorch */
-        _mm512_storeu_ps(w->c + (size_t)i * ldc, v0);
+        store16(v0, 0xFFFF, w->half0, w->c, (size_t)ldc, (size_t)i, w->col);
         if (w->panels == 2) {
             __m512 v1 = _mm512_load_ps(w->block + i * 32 + 16);
             if (w->relu1) v1 = _mm512_max_ps(z, v1);
-            _mm512_storeu_ps(w->c + (size_t)i * ldc + 16, v1);
+            store16(v1, 0xFFFF, w->half1, w->c, (size_t)ldc, (size_t)i, w->col + 16);
         }
     }
 }
 
-/* Rows [0, rows) (up to AMX_ROWS; the activations hold them rounded up to 32 with zero rows)
- * times the panel pairs [panel_begin, panel_end): for each pair, each 32-row block in turn, so
- * the pair's weights are read from memory once and from L1 for the blocks after the first. */
+/* Rows [0, rows) (up to AMX_ROWS; the activations, rows lda_ab apart, hold them rounded up to
+ * 32 with zero rows) times the panel pairs [panel_begin, panel_end): for each pair, each 32-row
+ * block in turn, so the pair's weights are read from memory once and from L1 for the blocks
+ * after the first. */
 #define AMX_ROWS 64
-__attribute__((target("amx-tile,amx-bf16,avx512f")))
-static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const unsigned short *packed, const float *bias,
-                      const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16,avx512bw,avx512vl")))
+static void block_amx(int rows, int n, int kpad, const unsigned short *ab, size_t lda_ab, const unsigned short *packed,
+                      const float *bias, const unsigned char *relus, const unsigned char *out16, float *c, int ldc, int panel_begin,
+                      int panel_end) {
     /* Two L1-resident blocks: one being written by tile stores, one waiting for its epilogue.
      * Blocks that need a ReLU pass through them, so c is written once; blocks without one are
      * stored straight to c. */
     _Alignas(64) float ring[2][32 * 32];
     int slot = 0;
-    struct parked waiting = {NULL, NULL, 0, 0, 0};
-    size_t stride_a = (size_t)kpad * 2;
+    struct parked waiting = {NULL, NULL, 0, 0, 0, 0, 0, 0};
+    size_t stride_a = lda_ab * 2;
     size_t stride_c = (size_t)ldc * 4;
     for (int p = panel_begin; p < panel_end; p += 2) {
         int two = p + 1 < panel_end;
@@ -277,9 +308,11 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
         int col0 = p * NR, col1 = col0 + NR;
         int relu0 = relus ? relus[p] : 0;
         int relu1 = two && relus ? relus[p + 1] : 0;
+        int half0 = out16 ? out16[p] : 0;
+        int half1 = two && out16 ? out16[p + 1] : 0;
         for (int r0 = 0; r0 < rows; r0 += 32) {
             int block_rows = rows - r0 < 32 ? rows - r0 : 32;
-            const unsigned short *a0 = ab + (size_t)r0 * kpad;
+            const unsigned short *a0 = ab + (size_t)r0 * lda_ab;
             float *cb = c + (size_t)r0 * ldc;
             /* Full blocks start from the bias and leave through the ring or straight to c;
              * partial ones (fewer rows, or columns past n) through the float tile. */
@@ -297,7 +330,7 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
             }
             for (int k0 = 0; k0 < kpad; k0 += KP) {
                 _tile_loadd(4, a0 + k0, stride_a);
-                _tile_loadd(5, a0 + (size_t)16 * kpad + k0, stride_a);
+                _tile_loadd(5, a0 + (size_t)16 * lda_ab + k0, stride_a);
                 _tile_loadd(6, b0 + (size_t)k0 * NR, 64);
                 _tile_loadd(7, b1 + (size_t)k0 * NR, 64);
                 _tile_dpbf16ps(0, 4, 6);
@@ -305,7 +338,7 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }
-            if (full && !relu0 && !relu1) {
+            if (full && !relu0 && !relu1 && !half0 && !half1) {
                 _tile_stored(0, cb + col0, stride_c);
                 _tile_stored(2, cb + (size_t)16 * ldc + col0, stride_c);
                 if (two) {
@@ -322,7 +355,7 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
                 _tile_stored(2, block + 16 * 32, 128);
                 _tile_stored(3, block + 16 * 32 + 16, 128);
                 if (waiting.block) unpark(&waiting, ldc);
-                waiting = (struct parked){block, cb + col0, two ? 2 : 1, relu0, relu1};
+                waiting = (struct parked){block, cb, col0, two ? 2 : 1, relu0, relu1, half0, half1};
             } else {
                 float tile[32 * 32];
                 _tile_stored(0, tile, 128);
@@ -334,7 +367,8 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, const
                 for (int j = 0; j < (two ? 2 : 1); j++) {
                     int col = (p + j) * NR;
                     int valid = n - col < NR ? n - col : NR;
-                    store_tile(tile + j * NR, 32, block_rows, valid, bias ? bias + col : NULL, j == 0 ? relu0 : relu1, cb + col, ldc);
+                    store_tile(tile + j * NR, 32, block_rows, valid, bias ? bias + col : NULL, j == 0 ? relu0 : relu1,
+                               j == 0 ? half0 : half1, cb, ldc, col);
                 }
             }
         }
@@ -357,11 +391,13 @@ static void amx_configure(void) {
 __attribute__((target("amx-tile")))
 static void amx_release(void) { _tile_release(); }
 
-void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
-                    const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *a16, int lda16,
+                    const unsigned short *packed, const float *bias, const unsigned char *relus, const unsigned char *out16,
+                    float *c, int ldc, int panel_begin, int panel_end) {
     int support = mmoe_bf16_compute_support();
     if (!(support & 1) || m <= 0) return;
     int kpad = (k + KP - 1) / KP * KP;
+    if (a16 && kpad != k) return; /* bfloat16 inputs only for k a multiple of 32 (the plan's rule) */
     int amx = (support & 2) && m >= 16;
     /* AMX: up to AMX_ROWS rows (32-row blocks); otherwise four 8-row groups. */
     int block = amx ? AMX_ROWS : 32;
@@ -371,14 +407,24 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
     for (int r0 = 0; r0 < m; r0 += block) {
         int rows = m - r0 < block ? m - r0 : block;
         int padded = amx ? (rows + 31) / 32 * 32 : rows == 1 ? 1 : (rows + MRB - 1) / MRB * MRB;
-        convert_rows(a + (size_t)r0 * lda, lda, rows, padded, k, kpad, ab);
+        /* bfloat16 inputs are read where they are when the kernel reads no row past `rows`. */
+        const unsigned short *rows_in = ab;
+        size_t lda_ab = (size_t)kpad;
+        if (a16 && padded == rows) {
+            rows_in = a16 + (size_t)r0 * lda16;
+            lda_ab = (size_t)lda16;
+        } else if (a16) {
+            copy_rows16(a16 + (size_t)r0 * lda16, lda16, rows, padded, k, ab);
+        } else {
+            convert_rows(a + (size_t)r0 * lda, lda, rows, padded, k, kpad, ab);
+        }
         float *cb = c + (size_t)r0 * ldc;
         if (amx) {
-            block_amx(rows, n, kpad, ab, packed, bias, relus, cb, ldc, panel_begin, panel_end);
+            block_amx(rows, n, kpad, rows_in, lda_ab, packed, bias, relus, out16, cb, ldc, panel_begin, panel_end);
         } else if (rows == 1) {
-            row_dp(n, kpad, ab, packed, bias, relus, cb, panel_begin, panel_end);
+            row_dp(n, kpad, rows_in, packed, bias, relus, out16, cb, panel_begin, panel_end);
         } else {
-            block_dp(rows, n, kpad, ab, packed, bias, relus, cb, ldc, panel_begin, panel_end);
+            block_dp(rows, n, kpad, rows_in, lda_ab, packed, bias, relus, out16, cb, ldc, panel_begin, panel_end);
         }
     }
     if (amx) amx_release();
@@ -388,9 +434,10 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
 
 int mmoe_bf16_compute_support(void) { return 0; }
 
-void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
-                    const unsigned char *relus, float *c, int ldc, int panel_begin, int panel_end) {
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)bias; (void)relus; (void)c; (void)ldc;
-    (void)panel_begin; (void)panel_end;
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *a16, int lda16,
+                    const unsigned short *packed, const float *bias, const unsigned char *relus, const unsigned char *out16,
+                    float *c, int ldc, int panel_begin, int panel_end) {
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)a16; (void)lda16; (void)packed; (void)bias; (void)relus; (void)out16;
+    (void)c; (void)ldc; (void)panel_begin; (void)panel_end;
 }
 #endif

@@ -33,9 +33,11 @@ enum Kernels {
 
     /// A packed-kernel multiply with its fused epilogue. Batches too small to split by rows
     /// (batch 1) split the weight panels over threads instead, so both cores stream weights.
+    /// `a16`: the input as bfloat16 (rows `lda16` values apart) when the step reads an earlier
+    /// multiply's bfloat16 output (`GemmStep.inputBF16Origin`); `a` is then not read.
     static func packedGemm(
-        _ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int,
-        path: KernelPath
+        _ step: GemmStep, rows: Int, a: UnsafePointer<Float>, lda: Int, a16: UnsafePointer<UInt16>? = nil, lda16: Int = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, path: KernelPath
     ) {
         let n = step.output.width
         let k = step.input.width
@@ -43,33 +45,38 @@ enum Kernels {
         step.packed.withUnsafeBufferPointer { packed in
             step.bias.withUnsafeBufferPointer { bias in
                 step.relu.withUnsafeBufferPointer { relu in
-                    guard let packedBase = packed.baseAddress else { return }
-                    let biasBase = bias.isEmpty ? nil : bias.baseAddress
-                    let reluBase = relu.isEmpty ? nil : relu.baseAddress
-                    // Only a large weight matrix is worth waking a second thread for (~20 us).
-                    let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
-                    let bf16: Int32 = step.packedBF16 ? 1 : 0
-                    let vnni = step.vnni
-                    let avx512 = path == .avx512 || path == .avx512bf16
-                    // Panels [begin, end) on the kernel the weights were packed for.
-                    let job = PanelJob(a: a, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, c: c)
-                    let run: @Sendable (Int, Int) -> Void = { begin, end in
-                        if vnni {
-                            mmoe_gemm_vnni(
-                                Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed.assumingMemoryBound(to: UInt16.self),
-                                job.bias,
-                                job.relu, job.c, Int32(ldc), Int32(begin), Int32(end))
-                        } else {
-                            (avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels)(
-                                Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed, bf16, job.bias, job.relu, job.c, Int32(ldc),
-                                Int32(begin), Int32(end))
+                    step.outputBF16.withUnsafeBufferPointer { halves in
+                        guard let packedBase = packed.baseAddress else { return }
+                        let biasBase = bias.isEmpty ? nil : bias.baseAddress
+                        let reluBase = relu.isEmpty ? nil : relu.baseAddress
+                        let halvesBase = halves.isEmpty ? nil : halves.baseAddress
+                        // Only a large weight matrix is worth waking a second thread for (~20 us).
+                        let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
+                        let bf16: Int32 = step.packedBF16 ? 1 : 0
+                        let vnni = step.vnni
+                        let avx512 = path == .avx512 || path == .avx512bf16
+                        // Panels [begin, end) on the kernel the weights were packed for.
+                        let job = PanelJob(
+                            a: a, a16: a16, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, halves: halvesBase, c: c)
+                        let run: @Sendable (Int, Int) -> Void = { begin, end in
+                            if vnni {
+                                mmoe_gemm_vnni(
+                                    Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.a16, Int32(lda16),
+                                    job.packed.assumingMemoryBound(to: UInt16.self), job.bias, job.relu, job.halves, job.c, Int32(ldc),
+                                    Int32(begin), Int32(end))
+                            } else {
+                                (avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels)(
+                                    Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed, bf16, job.bias, job.relu, job.c,
+                                    Int32(ldc),
+                                    Int32(begin), Int32(end))
+                            }
                         }
-                    }
-                    if splits <= 1 {
-                        run(0, panels)
-                    } else {
-                        DispatchQueue.concurrentPerform(iterations: splits) { part in
-                            run(panels * part / splits, panels * (part + 1) / splits)
+                        if splits <= 1 {
+                            run(0, panels)
+                        } else {
+                            DispatchQueue.concurrentPerform(iterations: splits) { part in
+                                run(panels * part / splits, panels * (part + 1) / splits)
+                            }
                         }
                     }
                 }
@@ -291,9 +298,11 @@ enum Kernels {
 /// The pointers of one panel-split multiply, shared read-only (output panels are disjoint).
 private struct PanelJob: @unchecked Sendable {
     let a: UnsafePointer<Float>
+    let a16: UnsafePointer<UInt16>?
     let packed: UnsafeRawPointer
     let bias: UnsafePointer<Float>?
     let relu: UnsafePointer<UInt8>?
+    let halves: UnsafePointer<UInt8>?
     let c: UnsafeMutablePointer<Float>
 }
 

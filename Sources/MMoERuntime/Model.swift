@@ -1,6 +1,7 @@
 import CBLAS
 import CMMoEKernels
 import Dispatch
+import Foundation
 import MMoECore
 import Synchronization
 
@@ -53,7 +54,16 @@ public final class Model: Sendable {
 
     /// Validates `tensors` against `spec` and compiles the plan for `kernel`, which must be
     /// supported by this CPU (`KernelPath.isSupported`); an unsupported path falls back to the best one.
-    public init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath) throws(ModelError) {
+    /// With bfloat16 products, `MMOE_NO_BF16_HANDOFF` in the environment when the model is
+    /// loaded keeps every layer's output float32 (same predictions; to measure the hand-off).
+    public convenience init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath) throws(ModelError) {
+        try self.init(spec: spec, tensors: tensors, kernel: kernel, bf16HandOff: getenv("MMOE_NO_BF16_HANDOFF") == nil)
+    }
+
+    /// `bf16HandOff`: with bfloat16 products, layers read by bfloat16-product layers only write
+    /// their output as bfloat16 (`PlanCompiler.handOffBF16`); false keeps every output float32
+    /// (the tests compare both).
+    init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath, bf16HandOff: Bool) throws(ModelError) {
         self.kernel = kernel.isSupported ? kernel : KernelPath.best
         let layout = try spec.validate(tensors: tensors)
         self.spec = spec
@@ -102,6 +112,9 @@ public final class Model: Sendable {
             heads.append(HeadPlan(view: towerOutputs[t], kind: task.head, bias: bias))
         }
         inputView = input
+        if bf16HandOff {
+            PlanCompiler.handOffBF16(&compiler.steps, externalReads: heads.map(\.view) + compiler.gates.map(\.view))
+        }
         steps = compiler.steps
         let bf16Products = steps.contains { step in if case .gemm(let gemm) = step { gemm.vnni } else { false } }
         independentRuns = Model.independentRuns(steps)
@@ -286,11 +299,11 @@ public final class Model: Sendable {
     /// Rows per chunk on the packed kernel (keeps a chunk's activations in L2).
     static let packedChunkRows = 256
 
-    /// Rows per chunk with bfloat16 products: AMX multiplies so fast that a layer's output must
-    /// stay in L2 for the next one; 64 rows of the benchmark model's 2,064-wide first layer are
-    /// 0.5 MB where 256 are 2 MB (measured with Benchmarks/gemm_shapes.sh: 280 vs 168 GFLOP/s
-    /// per row on that layer, Docs/PERFORMANCE.md).
-    static let bf16ChunkRows = 64
+    /// Rows per chunk with bfloat16 products: AMX multiplies so fast that the weights and a
+    /// chunk's activations must stay in L2 together; with the benchmark model (1.35 MB of bf16
+    /// weights, a 2,080-wide first layer) 32-row chunks ran 1-17 % faster than 64-row ones, and
+    /// 16-row ones (half-empty AMX blocks) 25-30 % slower (Docs/PERFORMANCE.md).
+    static let bf16ChunkRows = 32
 
     /// Checks names, dtypes and shapes; returns the batch size.
     /// Ids, or raw values (strings) of a feature with a vocabulary.
@@ -375,6 +388,12 @@ public final class Model: Sendable {
             arena + rows * bufferOffsets[view.buffer] + view.column
         }
         func ld(_ view: View) -> Int { bufferWidths[view.buffer] }
+        // A multiply's bfloat16 input (`GemmStep.inputBF16Origin`) and its row stride in values.
+        func input16(_ step: GemmStep) -> (pointer: UnsafePointer<UInt16>?, ld: Int) {
+            guard let origin = step.inputBF16Origin else { return (nil, 0) }
+            let start = UnsafeRawPointer(arena + rows * bufferOffsets[step.input.buffer] + origin)
+            return (start.assumingMemoryBound(to: UInt16.self) + (step.input.column - origin), 2 * ld(step.input))
+        }
 
         if let rank, let items {
             try assembleInput(
@@ -391,13 +410,14 @@ public final class Model: Sendable {
             if index < skipUntil { continue }
             if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum(kernel) {
                 // Batch 1: the run's multiplies side by side, member i always on thread i % parts.
-                var jobs: [(step: GemmStep, a: UInt, lda: Int, c: UInt, ldc: Int)] = []
+                var jobs: [(step: GemmStep, a: UInt, lda: Int, a16: UInt, lda16: Int, c: UInt, ldc: Int)] = []
                 for member in index..<run.end {
                     guard case .gemm(let gemm) = steps[member] else { continue }
+                    let half = input16(gemm)
                     jobs.append(
                         (
-                            gemm, UInt(bitPattern: pointer(gemm.input)), ld(gemm.input), UInt(bitPattern: pointer(gemm.output)),
-                            ld(gemm.output)
+                            gemm, UInt(bitPattern: pointer(gemm.input)), ld(gemm.input), UInt(bitPattern: half.pointer), half.ld,
+                            UInt(bitPattern: pointer(gemm.output)), ld(gemm.output)
                         ))
                 }
                 let parts = min(threads, jobs.count)
@@ -407,7 +427,9 @@ public final class Model: Sendable {
                     for (position, job) in members.enumerated() where position % parts == part {
                         guard let a = UnsafePointer<Float>(bitPattern: job.a), let c = UnsafeMutablePointer<Float>(bitPattern: job.c)
                         else { continue }
-                        Kernels.packedGemm(job.step, rows: rows, a: a, lda: job.lda, c: c, ldc: job.ldc, threads: 1, path: path)
+                        Kernels.packedGemm(
+                            job.step, rows: rows, a: a, lda: job.lda, a16: UnsafePointer<UInt16>(bitPattern: job.a16), lda16: job.lda16,
+                            c: c, ldc: job.ldc, threads: 1, path: path)
                     }
                 }
                 skipUntil = run.end
@@ -431,9 +453,10 @@ public final class Model: Sendable {
                             c: pointer(step.output), ldc: ld(step.output))
                     }
                 } else {
+                    let half = input16(step)
                     Kernels.packedGemm(
-                        step, rows: rows, a: pointer(step.input), lda: ld(step.input), c: pointer(step.output), ldc: ld(step.output),
-                        threads: threads, path: kernel)
+                        step, rows: rows, a: pointer(step.input), lda: ld(step.input), a16: half.pointer, lda16: half.ld,
+                        c: pointer(step.output), ldc: ld(step.output), threads: threads, path: kernel)
                 }
             case .pointwise(let view, let ops):
                 Kernels.pointwise(ops, base: pointer(view), rows: rows, width: view.width, ld: ld(view), threads: threads)

@@ -45,10 +45,28 @@ struct GemmStep: Sendable {
     /// Whether `packed` holds bfloat16 weights in pairs along k for bfloat16 products
     /// (`KernelPath.avx512bf16` on a model whose weights are stored as bf16).
     var vnni = false
+    /// Per 16-column panel: written as bfloat16 (`PlanCompiler.handOffBF16`; empty: none), at
+    /// the panel's column counted in bfloat16 values from the start of the output view's row.
+    var outputBF16: [UInt8] = []
+    /// When the input is bfloat16 written by an earlier multiply: the first column of that
+    /// multiply's output view (the input's bfloat16 values start `input.column - origin`
+    /// values after it, rows twice the buffer's width apart in bfloat16 values).
+    var inputBF16Origin: Int? = nil
 }
 
 /// One step of the compiled program.
 enum Step: Sendable {
+    /// Every view the step reads or writes.
+    var views: [View] {
+        switch self {
+        case .gemm(let s): [s.input, s.output]
+        case .pointwise(let v, _), .softmax(let v): [v]
+        case .copy(let from, let to): [from, to]
+        case .mix(let gate, let experts, let output): [gate, output] + experts
+        case .attention(let first, let second, _, _, let output): [first, second, output]
+        }
+    }
+
     /// A matrix multiply (with a fused epilogue on the packed path).
     case gemm(GemmStep)
     case pointwise(View, [PointwiseOp])
@@ -408,6 +426,75 @@ struct PlanCompiler {
             outputs[index] = current
         }
         return outputs.map { $0 ?? View(buffer: 0, column: 0, width: 0) }
+    }
+
+    /// bfloat16 hand-off between bfloat16-product layers: a multiply's output panels whose only
+    /// readers are later bfloat16-product multiplies, each reading a whole view that starts on a
+    /// panel boundary and is a multiple of 32 wide (so the next layer's tiles read it as it is),
+    /// are written as bfloat16 and read as such. The values are the ones the reader would have
+    /// rounded the float32 output to, so the predictions are the same; the bytes through the
+    /// caches and the rounding pass go. A bfloat16 panel p lands in the bytes of float32 panel
+    /// p / 2, which must then be bfloat16 too. `externalReads`: views read after the steps (heads,
+    /// gate weights).
+    static func handOffBF16(_ steps: inout [Step], externalReads: [View]) {
+        func overlaps(_ a: View, _ b: View) -> Bool {
+            a.buffer == b.buffer && a.column < b.column + b.width && b.column < a.column + a.width
+        }
+        for index in steps.indices {
+            guard case .gemm(var producer) = steps[index], producer.vnni, !producer.packed.isEmpty else { continue }
+            let output = producer.output
+            let panels = (output.width + 15) / 16
+            // Panels [lower, upper) of the output that a view touches.
+            func touched(_ view: View) -> Range<Int> {
+                let lower = max(view.column - output.column, 0) / 16
+                let upper = (min(view.column + view.width, output.column + output.width) - output.column + 15) / 16
+                return lower..<max(lower, upper)
+            }
+            var blocked = [Bool](repeating: false, count: panels)
+            var read = [Bool](repeating: false, count: panels)
+            var readers: [(step: Int, panels: Range<Int>)] = []
+            for view in externalReads where overlaps(view, output) { for p in touched(view) { blocked[p] = true } }
+            for later in (index + 1)..<steps.count {
+                for view in steps[later].views where overlaps(view, output) {
+                    let range = touched(view)
+                    if case .gemm(let reader) = steps[later], reader.vnni, !reader.packed.isEmpty, view == reader.input,
+                        reader.output.buffer != output.buffer, view.column >= output.column,
+                        view.column + view.width <= output.column + output.width, (view.column - output.column) % 16 == 0,
+                        view.width % 32 == 0
+                    {
+                        readers.append((later, range))
+                        for p in range { read[p] = true }
+                    } else {
+                        for p in range { blocked[p] = true }
+                    }
+                }
+            }
+            // A reader takes bfloat16 only if all its panels are; a panel is bfloat16 only if
+            // every reader takes it and the float32 panel whose bytes it lands in is bfloat16.
+            var half = (0..<panels).map { read[$0] && !blocked[$0] }
+            var changed = true
+            while changed {
+                changed = false
+                for reader in readers where reader.panels.contains(where: { !half[$0] }) {
+                    for p in reader.panels where half[p] {
+                        half[p] = false
+                        changed = true
+                    }
+                }
+                for p in 0..<panels where half[p] && !half[p / 2] {
+                    half[p] = false
+                    changed = true
+                }
+            }
+            guard half.contains(true) else { continue }
+            producer.outputBF16 = half.map { $0 ? 1 : 0 }
+            steps[index] = .gemm(producer)
+            for reader in readers where reader.panels.allSatisfy({ half[$0] }) {
+                guard case .gemm(var step) = steps[reader.step] else { continue }
+                step.inputBF16Origin = output.column
+                steps[reader.step] = .gemm(step)
+            }
+        }
     }
 
     /// AITM's attention transfer `aits.<index>` over (current, info): the query, key and value

@@ -43,15 +43,7 @@ final class RankRequest: Sendable {
 
 extension Step {
     /// The scratch buffers the step reads or writes.
-    var buffers: [Int] {
-        switch self {
-        case .gemm(let s): [s.input.buffer, s.output.buffer]
-        case .pointwise(let v, _), .softmax(let v): [v.buffer]
-        case .copy(let from, let to): [from.buffer, to.buffer]
-        case .mix(let gate, let experts, let output): [gate.buffer, output.buffer] + experts.map(\.buffer)
-        case .attention(let first, let second, _, _, let output): [first.buffer, second.buffer, output.buffer]
-        }
-    }
+    var buffers: [Int] { views.map(\.buffer) }
 }
 
 extension Model {

@@ -143,6 +143,62 @@ struct KernelPathTests {
         }
     }
 
+    @Test("bfloat16 hand-off: layers read only by bfloat16 products write bfloat16, with the same predictions as float32 outputs")
+    func bf16HandOff() throws {
+        guard KernelPath.avx512bf16.isSupported else {
+            print("kernel path avx512bf16 (bfloat16 hand-off): SKIPPED, this CPU lacks AVX512-BF16")
+            return
+        }
+        func expert(_ first: Int, _ activation: Layer) -> MLP {
+            MLP(layers: [.linear(units: first, bias: true), activation, .linear(units: 32, bias: true), .relu])
+        }
+        // First layer columns: expert 0 at panels 0-3 (read by a 64-wide bfloat16 product: hand-off),
+        // expert 1 at 4-7 (tanh runs on the float32 output), expert 2 at 8-11 (its bfloat16 panels
+        // would land in expert 1's float32 bytes), expert 3 at 12-14 (48 wide, not a multiple of
+        // 32), then the gates (softmax).
+        let spec = ModelSpec(
+            name: "handoff", tables: [], features: [.dense("x", width: 100)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [expert(64, .relu), expert(64, .tanh), expert(64, .relu), expert(48, .relu)],
+                gates: [MLP(layers: [.linear(units: 4, bias: true)]), MLP(layers: [.linear(units: 4, bias: false)])],
+                towers: [
+                    MLP(layers: [.linear(units: 32, bias: true), .relu, .linear(units: 1, bias: true)]),
+                    MLP(layers: [
+                        .linear(units: 64, bias: true), .relu, .linear(units: 32, bias: false), .relu, .linear(units: 1, bias: true),
+                    ]),
+                ]),
+            tasks: [TaskHead(name: "a", head: .sigmoid), TaskHead(name: "b", head: .identity)])
+        var tensors = try randomTensors(for: spec, seed: 21)
+        for name in tensors.names where name.hasSuffix("weight") {
+            if let tensor = tensors[name], tensor.shape.count == 2 { tensors.set(try tensor.converted(to: .bf16), named: name) }
+        }
+        let handOff = try Model(spec: spec, tensors: tensors, kernel: .avx512bf16, bf16HandOff: true)
+        let float32 = try Model(spec: spec, tensors: tensors, kernel: .avx512bf16, bf16HandOff: false)
+        let gemms = handOff.steps.compactMap { step -> GemmStep? in if case .gemm(let gemm) = step { gemm } else { nil } }
+        #expect(gemms.allSatisfy { $0.vnni })
+        let first = try #require(gemms.first)
+        #expect(first.outputBF16 == (0..<17).map { $0 < 4 ? 1 : 0 }, "first layer: only expert 0's panels")
+        // Read as bfloat16: expert 0's second layer, the first tower's second layer (32 wide), the
+        // second tower's second (64) and third (32) layers.
+        #expect(gemms.filter { $0.inputBF16Origin != nil }.count == 4)
+        #expect(gemms.filter { !$0.outputBF16.isEmpty }.count == 4)
+        let plain = float32.steps.contains { step in
+            if case .gemm(let gemm) = step { !gemm.outputBF16.isEmpty || gemm.inputBF16Origin != nil } else { false }
+        }
+        #expect(!plain)
+        // Row counts across the AMX blocks (32, 64) and the VDPBF16PS groups (1, 8).
+        for rows in [1, 2, 3, 8, 9, 16, 31, 32, 33, 64, 65, 100, 300] {
+            let batch = randomBatch(for: spec, rows: rows, seed: UInt64(rows) + 5)
+            let got = try handOff.predict(batch, options: PredictOptions(includeGates: true))
+            let expected = try float32.predict(batch, options: PredictOptions(includeGates: true))
+            for name in expected.outputNames { #expect(got[name] == expected[name], "\(name), \(rows) rows") }
+            #expect(got.gates == expected.gates, "gates, \(rows) rows")
+            let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
+            expectClose(got, reference, rows: rows, tolerance: 3e-2)
+        }
+    }
+
     @Test(
         "a NaN dense value makes its row's outputs NaN on every path (as PyTorch and ONNX Runtime), other rows unchanged",
         arguments: KernelPath.allCases)

@@ -61,8 +61,15 @@ long long mmoe_pack_vnni(const void *w, int w_bf16, int k, int n, unsigned short
 /// for the 16-column panels [panel_begin, panel_end): bfloat16 products, float32 accumulation
 /// (AMX tiles for 16 rows and more where available, AVX512-BF16 otherwise). Call only when
 /// mmoe_bf16_compute_support() has bit 0.
-void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *packed, const float *bias,
-                    const unsigned char *relu, float *c, int ldc, int panel_begin, int panel_end);
+///
+/// Activations already in bfloat16: when a16 is not NULL, a is ignored and row r of the input
+/// is a16 + r * lda16 (k a multiple of 32; any alignment). Outputs in bfloat16: where out16 is
+/// not NULL and out16[p] is non-zero, panel p's columns are rounded to bfloat16 (nearest even,
+/// as the next layer would round them) and stored as bfloat16 at ((unsigned short *)c) +
+/// r * 2 * ldc + column: in the first half of the bytes of the row's float32 columns.
+void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned short *a16, int lda16,
+                    const unsigned short *packed, const float *bias, const unsigned char *relu, const unsigned char *out16,
+                    float *c, int ldc, int panel_begin, int panel_end);
 
 /// Continues a CRC-32C (Castagnoli) over `count` bytes. `state` is the running register (start
 /// with 0xFFFFFFFF, finish by XOR with 0xFFFFFFFF). Uses the SSE4.2 crc32 instruction when the
