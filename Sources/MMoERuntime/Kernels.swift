@@ -52,30 +52,18 @@ enum Kernels {
                         let halvesBase = halves.isEmpty ? nil : halves.baseAddress
                         // Only a large weight matrix is worth waking a second thread for (~20 us).
                         let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
-                        let bf16: Int32 = step.packedBF16 ? 1 : 0
-                        let vnni = step.vnni
-                        let avx512 = path == .avx512 || path == .avx512bf16
-                        // Panels [begin, end) on the kernel the weights were packed for.
+                        // Panels [begin, end) on the kernel the weights were packed for (a struct, not a
+                        // closure: a closure's context was allocated and freed on every call).
                         let job = PanelJob(
-                            a: a, a16: a16, packed: UnsafeRawPointer(packedBase), bias: biasBase, relu: reluBase, halves: halvesBase, c: c)
-                        let run: @Sendable (Int, Int) -> Void = { begin, end in
-                            if vnni {
-                                mmoe_gemm_vnni(
-                                    Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.a16, Int32(lda16),
-                                    job.packed.assumingMemoryBound(to: UInt16.self), job.bias, job.relu, job.halves, job.c, Int32(ldc),
-                                    Int32(begin), Int32(end))
-                            } else {
-                                (avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels)(
-                                    Int32(rows), Int32(n), Int32(k), job.a, Int32(lda), job.packed, bf16, job.bias, job.relu, job.c,
-                                    Int32(ldc),
-                                    Int32(begin), Int32(end))
-                            }
-                        }
+                            rows: Int32(rows), n: Int32(n), k: Int32(k), a: a, lda: Int32(lda), a16: a16, lda16: Int32(lda16),
+                            packed: UnsafeRawPointer(packedBase), packedBF16: step.packedBF16 ? 1 : 0, vnni: step.vnni,
+                            avx512: path == .avx512 || path == .avx512bf16, bias: biasBase, relu: reluBase, halves: halvesBase, c: c,
+                            ldc: Int32(ldc))
                         if splits <= 1 {
-                            run(0, panels)
+                            job.run(0, panels)
                         } else {
                             DispatchQueue.concurrentPerform(iterations: splits) { part in
-                                run(panels * part / splits, panels * (part + 1) / splits)
+                                job.run(panels * part / splits, panels * (part + 1) / splits)
                             }
                         }
                     }
@@ -297,13 +285,31 @@ enum Kernels {
 
 /// The pointers of one panel-split multiply, shared read-only (output panels are disjoint).
 private struct PanelJob: @unchecked Sendable {
+    let rows, n, k: Int32
     let a: UnsafePointer<Float>
+    let lda: Int32
     let a16: UnsafePointer<UInt16>?
+    let lda16: Int32
     let packed: UnsafeRawPointer
+    let packedBF16: Int32
+    let vnni, avx512: Bool
     let bias: UnsafePointer<Float>?
     let relu: UnsafePointer<UInt8>?
     let halves: UnsafePointer<UInt8>?
     let c: UnsafeMutablePointer<Float>
+    let ldc: Int32
+
+    /// The output panels [begin, end).
+    func run(_ begin: Int, _ end: Int) {
+        if vnni {
+            mmoe_gemm_vnni(
+                rows, n, k, a, lda, a16, lda16, packed.assumingMemoryBound(to: UInt16.self), bias, relu, halves, c, ldc, Int32(begin),
+                Int32(end))
+        } else {
+            (avx512 ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels)(
+                rows, n, k, a, lda, packed, packedBF16, bias, relu, c, ldc, Int32(begin), Int32(end))
+        }
+    }
 }
 
 /// Carries a non-escaping row body into `concurrentPerform` (which needs a Sendable closure).
