@@ -124,15 +124,14 @@ static void convert_rows(const float *a, int lda, int rows, int total, int k, in
     }
 }
 
-/* Rows [0, rows) of bfloat16 activations (k a multiple of 32, so kpad == k) into the scratch
- * layout, rows padded with zero rows up to total (blocks the kernels read whole). */
-static void copy_rows16(const unsigned short *a16, int lda16, int rows, int total, int k, unsigned short *out) {
+/* Rows [0, rows) of bfloat16 activations into the scratch layout: k padded with zeros to kpad,
+ * rows padded with zero rows up to total (blocks the kernels read whole). */
+static void copy_rows16(const unsigned short *a16, int lda16, int rows, int total, int k, int kpad, unsigned short *out) {
     for (int r = 0; r < total; r++) {
-        if (r < rows) {
-            memcpy(out + (size_t)r * k, a16 + (size_t)r * lda16, (size_t)k * 2);
-        } else {
-            memset(out + (size_t)r * k, 0, (size_t)k * 2);
-        }
+        unsigned short *dst = out + (size_t)r * kpad;
+        int copied = r < rows ? k : 0;
+        if (copied) memcpy(dst, a16 + (size_t)r * lda16, (size_t)k * 2);
+        memset(dst + copied, 0, (size_t)(kpad - copied) * 2);
     }
 }
 
@@ -397,7 +396,6 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
     int support = mmoe_bf16_compute_support();
     if (!(support & 1) || m <= 0) return;
     int kpad = (k + KP - 1) / KP * KP;
-    if (a16 && kpad != k) return; /* bfloat16 inputs only for k a multiple of 32 (the plan's rule) */
     int amx = (support & 2) && m >= 16;
     /* AMX: up to AMX_ROWS rows (32-row blocks); otherwise four 8-row groups. */
     int block = amx ? AMX_ROWS : 32;
@@ -407,14 +405,15 @@ void mmoe_gemm_vnni(int m, int n, int k, const float *a, int lda, const unsigned
     for (int r0 = 0; r0 < m; r0 += block) {
         int rows = m - r0 < block ? m - r0 : block;
         int padded = amx ? (rows + 31) / 32 * 32 : rows == 1 ? 1 : (rows + MRB - 1) / MRB * MRB;
-        /* bfloat16 inputs are read where they are when the kernel reads no row past `rows`. */
+        /* bfloat16 inputs are read where they are when the kernel reads no row past `rows` and
+         * no column past k (k a multiple of 32: the plan only hands such views over). */
         const unsigned short *rows_in = ab;
         size_t lda_ab = (size_t)kpad;
-        if (a16 && padded == rows) {
+        if (a16 && padded == rows && kpad == k) {
             rows_in = a16 + (size_t)r0 * lda16;
             lda_ab = (size_t)lda16;
         } else if (a16) {
-            copy_rows16(a16 + (size_t)r0 * lda16, lda16, rows, padded, k, ab);
+            copy_rows16(a16 + (size_t)r0 * lda16, lda16, rows, padded, k, kpad, ab);
         } else {
             convert_rows(a + (size_t)r0 * lda, lda, rows, padded, k, kpad, ab);
         }

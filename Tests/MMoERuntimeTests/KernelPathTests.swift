@@ -1,3 +1,4 @@
+import CMMoEKernels
 import MMoECore
 import MMoETestSupport
 import Testing
@@ -197,6 +198,74 @@ struct KernelPathTests {
             let reference = ReferenceEvaluator(spec: spec, tensors: tensors).predict(batch, rows: rows)
             expectClose(got, reference, rows: rows, tolerance: 3e-2)
         }
+    }
+
+    @Test("bf16 kernel: bfloat16 inputs give the float32 inputs' results, bfloat16 output panels their rounding")
+    func bf16KernelHandOff() throws {
+        guard mmoe_bf16_compute_support() & 1 != 0 else {
+            print("bf16 kernel hand-off: SKIPPED, this CPU lacks AVX512-BF16")
+            return
+        }
+        func rounded(_ value: Float) -> UInt16 {
+            let bits = value.bitPattern
+            return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+        }
+        var state: UInt64 = 5
+        func uniform() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(state >> 40) / Float(1 << 24) * 2 - 1
+        }
+        // k: in place (32, 256) and copied with padding (48, 170); rows across the VDPBF16PS
+        // groups (1, 8) and the AMX blocks (16, 32, 64).
+        for k in [32, 48, 170, 256] {
+            for n in [16, 40, 128] {
+                let panels = (n + 15) / 16
+                let weights = (0..<(n * k)).map { _ in uniform() * 0.2 }
+                var packed = [UInt16](repeating: 0, count: mmoe_vnni_size(Int32(k), Int32(n)))
+                #expect(mmoe_pack_vnni(weights, 0, Int32(k), Int32(n), &packed) == -1)
+                let bias = (0..<n).map { _ in uniform() }
+                let relu = [UInt8](repeating: 1, count: panels)
+                // The first half of the panels as bfloat16 (each lands in the bytes of a panel
+                // before it, itself bfloat16), the rest float32.
+                let halves = (0..<panels).map { UInt8($0 < (panels + 1) / 2 ? 1 : 0) }
+                for rows in [1, 3, 8, 9, 16, 31, 32, 33, 64, 100] {
+                    let lda = k + 3
+                    let lda16 = k + 5
+                    let a = (0..<(rows * lda)).map { _ in uniform() }
+                    var a16 = [UInt16](repeating: 0, count: rows * lda16)
+                    for r in 0..<rows { for c in 0..<k { a16[r * lda16 + c] = rounded(a[r * lda + c]) } }
+                    var expected = [Float](repeating: 0, count: rows * n)
+                    var fromHalves = [Float](repeating: .nan, count: rows * n)
+                    var mixed = [Float](repeating: .nan, count: rows * n)
+                    mmoe_gemm_vnni(
+                        Int32(rows), Int32(n), Int32(k), a, Int32(lda), nil, 0, packed, bias, relu, nil, &expected, Int32(n), 0,
+                        Int32(panels))
+                    mmoe_gemm_vnni(
+                        Int32(rows), Int32(n), Int32(k), a, Int32(lda), a16, Int32(lda16), packed, bias, relu, nil, &fromHalves,
+                        Int32(n), 0, Int32(panels))
+                    mmoe_gemm_vnni(
+                        Int32(rows), Int32(n), Int32(k), a, Int32(lda), a16, Int32(lda16), packed, bias, relu, halves, &mixed,
+                        Int32(n), 0, Int32(panels))
+                    #expect(fromHalves == expected, "k \(k), n \(n), \(rows) rows: bfloat16 input")
+                    var bad = 0
+                    mixed.withUnsafeBytes { bytes in
+                        for r in 0..<rows {
+                            for c in 0..<n {
+                                let want = expected[r * n + c]
+                                if halves[c / 16] == 1 {
+                                    let got = bytes.load(fromByteOffset: (r * n) * 4 + c * 2, as: UInt16.self)
+                                    if got != rounded(want) { bad += 1 }
+                                } else if bytes.load(fromByteOffset: (r * n + c) * 4, as: Float.self).bitPattern != want.bitPattern {
+                                    bad += 1
+                                }
+                            }
+                        }
+                    }
+                    #expect(bad == 0, "k \(k), n \(n), \(rows) rows: \(bad) outputs differ")
+                }
+            }
+        }
+        print("bf16 kernel hand-off: tested, AMX \(mmoe_bf16_compute_support() & 2 != 0 ? "on" : "off")")
     }
 
     @Test(

@@ -63,7 +63,8 @@ long long mmoe_pack_vnni(const void *w, int w_bf16, int k, int n, unsigned short
 /// mmoe_bf16_compute_support() has bit 0.
 ///
 /// Activations already in bfloat16: when a16 is not NULL, a is ignored and row r of the input
-/// is a16 + r * lda16 (k a multiple of 32; any alignment). Outputs in bfloat16: where out16 is
+/// is a16 + r * lda16 (any alignment; read in place when k is a multiple of 32 and no padding
+/// row is needed, else copied with zero padding first). Outputs in bfloat16: where out16 is
 /// not NULL and out16[p] is non-zero, panel p's columns are rounded to bfloat16 (nearest even,
 /// as the next layer would round them) and stored as bfloat16 at ((unsigned short *)c) +
 /// r * 2 * ldc + column: in the first half of the bytes of the row's float32 columns.
