@@ -406,7 +406,7 @@ public final class Model: Sendable {
         }
 
         var skipUntil = 0
-        for (index, step) in steps.enumerated() {
+        for index in steps.indices {
             if index < skipUntil { continue }
             if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum(kernel) {
                 // Batch 1: the run's multiplies side by side, member i always on thread i % parts.
@@ -443,7 +443,7 @@ public final class Model: Sendable {
                     threads: threads, path: kernel)
                 continue
             }
-            switch step {
+            switch steps[index] {
             case .gemm(let step):
                 if step.packed.isEmpty {
                     step.weight.withUnsafeBufferPointer { w in
