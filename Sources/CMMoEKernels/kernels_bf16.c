@@ -293,8 +293,8 @@ static void block_amx(int rows, int n, int kpad, const unsigned short *ab, size_
                       const float *bias, const unsigned char *relus, const unsigned char *out16, float *c, int ldc, int panel_begin,
                       int panel_end) {
     /* Two L1-resident blocks: one being written by tile stores, one waiting for its epilogue.
-     * Blocks that need a ReLU pass through them, so c is written once; blocks without one are
-     * stored straight to c. */
+     * Blocks that need a ReLU or a bfloat16 output pass through them, so c is written once;
+     * the others are stored straight to c. */
     _Alignas(64) float ring[2][32 * 32];
     int slot = 0;
     struct parked waiting = {NULL, NULL, 0, 0, 0, 0, 0, 0};

@@ -243,9 +243,6 @@ public final class Model: Sendable {
     /// Runs of two or more consecutive packed matrix multiplies in which none reads or writes
     /// what another writes (the experts' second layers, the towers' layers), by first step index.
     static func independentRuns(_ steps: [Step]) -> [Int: IndependentRun] {
-        func overlaps(_ a: View, _ b: View) -> Bool {
-            a.buffer == b.buffer && a.column < b.column + b.width && b.column < a.column + a.width
-        }
         var runs: [Int: IndependentRun] = [:]
         var first = 0
         while first < steps.count {
@@ -258,8 +255,8 @@ public final class Model: Sendable {
             var bytes = Kernels.packedBytes(head)
             var end = first + 1
             while end < steps.count, case .gemm(let next) = steps[end], !next.packed.isEmpty,
-                !writes.contains(where: { overlaps($0, next.input) || overlaps($0, next.output) }),
-                !reads.contains(where: { overlaps($0, next.output) })
+                !writes.contains(where: { $0.overlaps(next.input) || $0.overlaps(next.output) }),
+                !reads.contains(where: { $0.overlaps(next.output) })
             {
                 reads.append(next.input)
                 writes.append(next.output)

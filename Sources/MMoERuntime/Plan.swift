@@ -6,6 +6,11 @@ struct View: Hashable, Sendable {
     var buffer: Int
     var column: Int
     var width: Int
+
+    /// Whether the two views share a column of the same buffer.
+    func overlaps(_ other: View) -> Bool {
+        buffer == other.buffer && column < other.column + other.width && other.column < column + width
+    }
 }
 
 /// An elementwise operation applied row by row to a view (the epilogue of a matrix multiply).
@@ -437,9 +442,6 @@ struct PlanCompiler {
     /// p / 2, which must then be bfloat16 too. `externalReads`: views read after the steps (heads,
     /// gate weights).
     static func handOffBF16(_ steps: inout [Step], externalReads: [View]) {
-        func overlaps(_ a: View, _ b: View) -> Bool {
-            a.buffer == b.buffer && a.column < b.column + b.width && b.column < a.column + a.width
-        }
         for index in steps.indices {
             guard case .gemm(var producer) = steps[index], producer.vnni, !producer.packed.isEmpty else { continue }
             let output = producer.output
@@ -451,11 +453,10 @@ struct PlanCompiler {
                 return lower..<max(lower, upper)
             }
             var blocked = [Bool](repeating: false, count: panels)
-            var read = [Bool](repeating: false, count: panels)
             var readers: [(step: Int, panels: Range<Int>)] = []
-            for view in externalReads where overlaps(view, output) { for p in touched(view) { blocked[p] = true } }
+            for view in externalReads where view.overlaps(output) { for p in touched(view) { blocked[p] = true } }
             for later in (index + 1)..<steps.count {
-                for view in steps[later].views where overlaps(view, output) {
+                for view in steps[later].views where view.overlaps(output) {
                     let range = touched(view)
                     if case .gemm(let reader) = steps[later], reader.vnni, !reader.packed.isEmpty, view == reader.input,
                         reader.output.buffer != output.buffer, view.column >= output.column,
@@ -463,7 +464,6 @@ struct PlanCompiler {
                         view.width % 32 == 0
                     {
                         readers.append((later, range))
-                        for p in range { read[p] = true }
                     } else {
                         for p in range { blocked[p] = true }
                     }
@@ -471,7 +471,8 @@ struct PlanCompiler {
             }
             // A reader takes bfloat16 only if all its panels are; a panel is bfloat16 only if
             // every reader takes it and the float32 panel whose bytes it lands in is bfloat16.
-            var half = (0..<panels).map { read[$0] && !blocked[$0] }
+            var half = [Bool](repeating: false, count: panels)
+            for reader in readers { for p in reader.panels { half[p] = !blocked[p] } }
             var changed = true
             while changed {
                 changed = false
