@@ -1,10 +1,22 @@
+#define _GNU_SOURCE
 #include "mmoe_kernels.h"
 #include <string.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #define NR 16
 #define MR 6
 #define KC 512
 #define MC 120
+
+int mmoe_current_cpu(void) {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
 
 size_t mmoe_packed_size(int k, int n) {
     size_t panels = (size_t)(n + NR - 1) / NR;

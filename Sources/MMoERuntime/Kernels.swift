@@ -23,10 +23,11 @@ enum Kernels {
     }
 
     /// Bytes of packed weights from which a batch-1 multiply is split over threads, per path:
-    /// measured on each CPU (Docs/PERFORMANCE.md) — waking a second thread costs ~20 us, which
-    /// the AVX2 machine's small layers did not repay, while the AVX-512 machine's 170 x 2112
-    /// float32 first layer (1.4 MB) does and the same layer in bfloat16 (0.7 MB) does not.
-    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 1_200_000 : 16_000_000 }
+    /// measured on each CPU (Docs/PERFORMANCE.md). On the AVX2 machine, with Dispatch's threads
+    /// (~20 us to wake one), its small layers did not repay a split; on the AVX-512 machine,
+    /// with `WorkerPool`'s polling workers (a few microseconds per section), the benchmark
+    /// model's 170 x 2,080 first layer gains in float32 (1.4 MB) and in bfloat16 (0.7 MB).
+    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 400_000 : 16_000_000 }
 
     /// Bytes of the packed weights of a multiply (2 per weight for bfloat16 panels).
     static func packedBytes(_ step: GemmStep) -> Int { step.input.width * step.output.width * (step.packedBF16 || step.vnni ? 2 : 4) }
@@ -62,7 +63,7 @@ enum Kernels {
                         if splits <= 1 {
                             job.run(0, panels)
                         } else {
-                            DispatchQueue.concurrentPerform(iterations: splits) { part in
+                            WorkerPool.run(parts: splits) { part in
                                 job.run(panels * part / splits, panels * (part + 1) / splits)
                             }
                         }
@@ -109,13 +110,8 @@ enum Kernels {
             body(0..<rows)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let job = RowJob(body: body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = rows * chunk / chunks
-                let end = rows * (chunk + 1) / chunks
-                job.body(start..<end)
-            }
+        WorkerPool.run(parts: chunks) { chunk in
+            body((rows * chunk / chunks)..<(rows * (chunk + 1) / chunks))
         }
     }
 
@@ -310,13 +306,6 @@ private struct PanelJob: @unchecked Sendable {
                 rows, n, k, a, lda, packed, packedBF16, bias, relu, c, ldc, Int32(begin), Int32(end))
         }
     }
-}
-
-/// Carries a non-escaping row body into `concurrentPerform` (which needs a Sendable closure).
-/// Only used while the body is alive; the raw pointers it captures are split by row.
-private final class RowJob: @unchecked Sendable {
-    let body: (Range<Int>) -> Void
-    init(body: @escaping (Range<Int>) -> Void) { self.body = body }
 }
 
 /// A read-only view of one embedding table inside its tensor's storage (zero-copy: a mapped

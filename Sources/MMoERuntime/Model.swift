@@ -119,10 +119,15 @@ public final class Model: Sendable {
         let bf16Products = steps.contains { step in if case .gemm(let gemm) = step { gemm.vnni } else { false } }
         independentRuns = Model.independentRuns(steps)
         rowsPerChunk = self.kernel.isPacked ? (bf16Products ? Model.bf16ChunkRows : Model.packedChunkRows) : Model.chunkRows
-        bufferWidths = compiler.bufferWidths
+        // Rows of buffers 16 values wide or more are a multiple of 16 floats apart and every
+        // buffer starts on a multiple of 16 floats per row: with the 64-byte aligned scratch area,
+        // a kernel's 16-column store or load of a panel's row touches one cache line, not two.
+        let widths = compiler.bufferWidths.map { $0 >= 16 ? ($0 + 15) / 16 * 16 : $0 }
+        bufferWidths = widths
         var offsets: [Int] = []
         var total = 0
-        for width in compiler.bufferWidths {
+        for width in widths {
+            total = (total + 15) / 16 * 16
             offsets.append(total)
             total += width
         }
@@ -166,7 +171,7 @@ public final class Model: Sendable {
         if parts > 1 {
             let failure = Mutex<PredictError?>(nil)
             let next = Mutex(0)
-            DispatchQueue.concurrentPerform(iterations: parts) { _ in
+            WorkerPool.run(parts: parts) { _ in
                 do throws(PredictError) {
                     try runChunks(maxRows: min(rows, chunk), batch: ordered, options: options, outputs: buffers, threads: 1, rank: rank) {
                         next.withLock { index -> Range<Int>? in
@@ -271,9 +276,10 @@ public final class Model: Sendable {
 
     /// Bytes of packed weights (over a run) from which a batch-1 run of independent multiplies
     /// is spread over the threads, each thread always taking the same members so that their
-    /// weights stay in its core's cache: the benchmark model's float32 expert layers (1 MB) gain
-    /// a little, its bfloat16 ones (0.5 MB) lose (Docs/PERFORMANCE.md); not on the AVX2 path.
-    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 600_000 }
+    /// weights stay in its core's cache (`WorkerPool` gives each core the same share every call):
+    /// the benchmark model's float32 expert layers (1 MB) and bfloat16 ones (0.5 MB) both gain
+    /// (Docs/PERFORMANCE.md); not on the AVX2 path (not measured with the pool).
+    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 300_000 }
 
     /// Runs the chunks `claim` hands out (each at most `maxRows` rows; nil when none is left)
     /// one after another on one scratch area.
@@ -420,7 +426,7 @@ public final class Model: Sendable {
                 let parts = min(threads, jobs.count)
                 let path = kernel
                 let members = jobs
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                WorkerPool.run(parts: parts) { part in
                     for (position, job) in members.enumerated() where position % parts == part {
                         guard let a = UnsafePointer<Float>(bitPattern: job.a), let c = UnsafeMutablePointer<Float>(bitPattern: job.c)
                         else { continue }
@@ -684,16 +690,22 @@ final class Scratch: @unchecked Sendable {
     private var extraCapacity: Int
 
     init() {
-        memory = .allocate(capacity: 1)
+        memory = Scratch.aligned(1)
         capacity = 1
         extra = .allocate(capacity: 1)
         extraCapacity = 1
     }
 
+    /// `floats` uninitialized floats on a 64-byte boundary (see `Model.bufferOffsets`).
+    static func aligned(_ floats: Int) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer.allocate(byteCount: max(floats, 1) * MemoryLayout<Float>.stride, alignment: 64).bindMemory(
+            to: Float.self, capacity: max(floats, 1))
+    }
+
     func reserve(floats: Int, extra extraFloats: Int) {
         if floats > capacity {
             memory.deallocate()
-            memory = .allocate(capacity: floats)
+            memory = Scratch.aligned(floats)
             capacity = floats
         }
         if extraFloats > extraCapacity {

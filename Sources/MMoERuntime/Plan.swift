@@ -40,7 +40,7 @@ struct GemmStep: Sendable {
     var weight: [Float]
     /// The same weights packed for the AVX2 kernel (empty when the kernel is not used): float32
     /// panels, or bfloat16 panels two to a Float when `packedBF16`.
-    var packed: [Float]
+    var packed: PackedWeights
     /// Bias added in the epilogue (packed path only; empty: none).
     var bias: [Float]
     /// Per 16-column panel: apply ReLU in the epilogue (packed path only).
@@ -206,7 +206,7 @@ struct PlanCompiler {
                     }
                 }
             }
-            steps.append(.gemm(GemmStep(input: input, output: output, weight: stacked, packed: [], bias: [], relu: [])))
+            steps.append(.gemm(GemmStep(input: input, output: output, weight: stacked, packed: .empty, bias: [], relu: [])))
             for segment in segments where !segment.ops.isEmpty {
                 steps.append(
                     .pointwise(View(buffer: output.buffer, column: output.column + segment.column, width: segment.width), segment.ops))

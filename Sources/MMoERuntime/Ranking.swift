@@ -158,7 +158,7 @@ extension Model {
             }
             var replacement = gemm
             replacement.input = View(buffer: inputBuffer, column: 0, width: itemColumns.count)
-            replacement.packed = item
+            replacement.packed = PackedWeights(item)
             firstLayers[index] = (replacement, user)
         }
         return RankPlan(

@@ -68,7 +68,15 @@ struct KernelPathTests {
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
         #expect(600 * 2 * 528 * 4 >= Kernels.panelSplitMinimum(.avx512))
-        try Self.check(large, try randomTensors(for: large, seed: 5), path: path, rows: [1, 2, 3, 5, 7], seed: 4)
+        let largeTensors = try randomTensors(for: large, seed: 5)
+        try Self.check(large, largeTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 4)
+        // The same in bfloat16 (half the bytes, still split): bf16 products on avx512bf16.
+        var largeBF16 = largeTensors
+        for name in largeBF16.names where name.hasSuffix("weight") {
+            if let tensor = largeBF16[name], tensor.shape.count == 2 { largeBF16.set(try tensor.converted(to: .bf16), named: name) }
+        }
+        #expect(600 * 2 * 528 * 2 >= Kernels.panelSplitMinimum(.avx512bf16))
+        try Self.check(large, largeBF16, path: path, rows: [1, 2, 3, 5, 7], seed: 6, tolerance: path == .avx512bf16 ? 3e-2 : 4e-6)
 
         // Experts' second layers large enough that a batch below 6 runs them side by side on the
         // threads (when there are two or more), each thread on the same experts every call.

@@ -9,6 +9,16 @@
 /// 1 when the packed kernel can run on this CPU.
 int mmoe_kernels_available(void);
 
+/* The CPU the calling thread runs on (sched_getcpu), or -1 where unknown. */
+int mmoe_current_cpu(void);
+
+/* A pause for spin-wait loops. */
+static inline void mmoe_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /// Floats needed to pack a row-major [k, n] matrix.
 size_t mmoe_packed_size(int k, int n);
 
