@@ -31,6 +31,19 @@ extern "C" {
 
 namespace {
 
+// 64-byte aligned storage for our side's operands, as the runtime allocates them (packed
+// weights and activation rows on cache-line boundaries; Docs/PERFORMANCE.md).
+template <typename T> struct Aligned64 {
+    using value_type = T;
+    Aligned64() = default;
+    template <typename U> Aligned64(const Aligned64<U> &) {}
+    T *allocate(size_t count) { return static_cast<T *>(::operator new(count * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T *p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <typename U> bool operator==(const Aligned64<U> &) const { return true; }
+    template <typename U> bool operator!=(const Aligned64<U> &) const { return false; }
+};
+template <typename T> using AlignedVector = std::vector<T, Aligned64<T>>;
+
 struct Shape {
     const char *name;
     int m, k, n;
@@ -195,11 +208,11 @@ int main(int argc, char **argv) {
             for (int j = 0; j < s.k; j++) w_kn[(size_t)j * s.n + i] = w[(size_t)i * s.k + j];
         int panels = (s.n + 15) / 16;
         std::vector<unsigned char> relu(panels, s.relu ? 1 : 0);
-        std::vector<float> packed(mmoe_packed_size(s.k, s.n));
+        AlignedVector<float> packed(mmoe_packed_size(s.k, s.n));
         mmoe_pack_bt(w.data(), s.k, s.n, nullptr, packed.data());
-        std::vector<unsigned short> vnni(mmoe_vnni_size(s.k, s.n));
+        AlignedVector<unsigned short> vnni(mmoe_vnni_size(s.k, s.n));
         mmoe_pack_vnni(w.data(), 0, s.k, s.n, vnni.data());
-        std::vector<float> c32((size_t)s.m * s.n), c16((size_t)s.m * s.n);
+        AlignedVector<float> c32((size_t)s.m * s.n), c16((size_t)s.m * s.n);
         auto ours32 = [&] {
             auto kernel = mmoe_avx512_supported() ? mmoe_gemm_packed_panels_avx512 : mmoe_gemm_packed_panels;
             kernel(s.m, s.n, s.k, a.data(), s.k, packed.data(), 0, b.data(), relu.data(), c32.data(), s.n, 0, panels);
