@@ -71,10 +71,7 @@ struct KernelPathTests {
         let largeTensors = try randomTensors(for: large, seed: 5)
         try Self.check(large, largeTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 4)
         // The same in bfloat16 (half the bytes, still split): bf16 products on avx512bf16.
-        var largeBF16 = largeTensors
-        for name in largeBF16.names where name.hasSuffix("weight") {
-            if let tensor = largeBF16[name], tensor.shape.count == 2 { largeBF16.set(try tensor.converted(to: .bf16), named: name) }
-        }
+        let largeBF16 = try withBF16Weights(largeTensors)
         #expect(600 * 2 * 528 * 2 >= Kernels.panelSplitMinimum(.avx512bf16))
         try Self.check(large, largeBF16, path: path, rows: [1, 2, 3, 5, 7], seed: 6, tolerance: path == .avx512bf16 ? 3e-2 : 4e-6)
 
@@ -114,10 +111,7 @@ struct KernelPathTests {
             tasks: [TaskHead(name: "y", head: .identity)])
         let tensors = try randomTensors(for: folded, seed: 33)
         try Self.check(folded, tensors, path: path, rows: Self.rows, seed: 2)
-        var bf16 = tensors
-        for name in bf16.names where name.hasSuffix("weight") {
-            if let tensor = bf16[name], tensor.shape.count == 2 { bf16.set(try tensor.converted(to: .bf16), named: name) }
-        }
+        let bf16 = try withBF16Weights(tensors)
         // bf16 weights multiply in bfloat16 on avx512bf16 (activations rounded to 8 bits of mantissa).
         try Self.check(folded, bf16, path: path, rows: Self.rows, seed: 3, tolerance: path == .avx512bf16 ? 3e-2 : 4e-6)
     }
@@ -178,10 +172,7 @@ struct KernelPathTests {
                     ]),
                 ]),
             tasks: [TaskHead(name: "a", head: .sigmoid), TaskHead(name: "b", head: .identity)])
-        var tensors = try randomTensors(for: spec, seed: 21)
-        for name in tensors.names where name.hasSuffix("weight") {
-            if let tensor = tensors[name], tensor.shape.count == 2 { tensors.set(try tensor.converted(to: .bf16), named: name) }
-        }
+        let tensors = try withBF16Weights(try randomTensors(for: spec, seed: 21))
         let handOff = try Model(spec: spec, tensors: tensors, kernel: .avx512bf16, bf16HandOff: true)
         let float32 = try Model(spec: spec, tensors: tensors, kernel: .avx512bf16, bf16HandOff: false)
         let gemms = handOff.steps.compactMap { step -> GemmStep? in if case .gemm(let gemm) = step { gemm } else { nil } }

@@ -69,10 +69,7 @@ struct WorkerPoolTests {
                 towers: [MLP(layers: [.linear(units: 9, bias: true), .relu, .linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
         let tensors = try randomTensors(for: spec, seed: 3)
-        var bf16 = tensors
-        for name in bf16.names where name.hasSuffix("weight") {
-            if let tensor = bf16[name], tensor.shape.count == 2 { bf16.set(try tensor.converted(to: .bf16), named: name) }
-        }
+        let bf16 = try withBF16Weights(tensors)
         var checked = 0
         for path in KernelPath.allCases where path.isPacked && path.runsHere {
             for store in [tensors, bf16] {

@@ -22,6 +22,16 @@ public struct TestRandom: Sendable {
     public mutating func int(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
 
+/// The same tensors with every two-dimensional weight (linear layers, embedding tables) stored
+/// as bfloat16, as `convert --dtype bf16` stores them.
+public func withBF16Weights(_ tensors: TensorStore) throws -> TensorStore {
+    var converted = tensors
+    for name in tensors.names where name.hasSuffix("weight") {
+        if let tensor = tensors[name], tensor.shape.count == 2 { converted.set(try tensor.converted(to: .bf16), named: name) }
+    }
+    return converted
+}
+
 /// Fills every tensor a spec needs with random values of a sensible range.
 public func randomTensors(for spec: ModelSpec, seed: UInt64, embeddingDType: DType = .f32) throws -> TensorStore {
     var random = TestRandom(seed: seed)
