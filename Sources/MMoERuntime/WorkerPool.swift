@@ -24,7 +24,10 @@ final class WorkerPool: @unchecked Sendable {
 
     /// How long a worker polls for the next section before it sleeps, in nanoseconds.
     static let spinNanoseconds: UInt64 = {
-        guard let text = getenv("MMOE_SPIN_US").map({ String(cString: $0) }), let value = UInt64(text), value <= 1_000_000 else {
+        guard let text = getenv("MMOE_SPIN_US").map({ String(cString: $0) }), !text.isEmpty else { return 100_000 }
+        guard let value = UInt64(text), value <= 1_000_000 else {
+            let message = "swift-mmoe: MMOE_SPIN_US=\(text) is not a whole number of microseconds up to 1000000; using 100\n"
+            FileHandle.standardError.write(Data(message.utf8))
             return 100_000
         }
         return value * 1_000
