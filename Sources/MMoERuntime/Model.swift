@@ -3,7 +3,6 @@ import CMMoEKernels
 import Dispatch
 import Foundation
 import MMoECore
-import Synchronization
 
 /// A compiled multi-task model, ready to predict.
 ///
@@ -38,7 +37,7 @@ public final class Model: Sendable {
     /// Every input plan at its own column (what `assembleInput` writes without a selection).
     let fullSelection: [(index: Int, column: Int)]
     /// Ranking plans by user side (nil: the first layers cannot be split on this path).
-    let rankPlans = Mutex<[String: RankPlan?]>([:])
+    let rankPlans = Locked<[String: RankPlan?]>([:])
 
     /// Rows processed at once; larger batches run in chunks so scratch memory stays bounded.
     public static let chunkRows = 4096
@@ -169,8 +168,8 @@ public final class Model: Sendable {
         let chunk = parts > 1 ? min(rowsPerChunk, max(32, rows / (2 * parts) / 16 * 16)) : rowsPerChunk
         let chunks = (rows + chunk - 1) / chunk
         if parts > 1 {
-            let failure = Mutex<PredictError?>(nil)
-            let next = Mutex(0)
+            let failure = Locked<PredictError?>(nil)
+            let next = Locked(0)
             WorkerPool.run(parts: parts) { _ in
                 do throws(PredictError) {
                     try runChunks(maxRows: min(rows, chunk), batch: ordered, options: options, outputs: buffers, threads: 1, rank: rank) {
@@ -672,7 +671,7 @@ final class OutputBuffers: @unchecked Sendable {
     }
 
     /// Raw values not in their vocabulary, per feature (any thread).
-    let unknown = Mutex<[String: Int]>([:])
+    let unknown = Locked<[String: Int]>([:])
 
     func countUnknown(_ feature: String, _ count: Int) { unknown.withLock { $0[feature, default: 0] += count } }
 
@@ -724,7 +723,7 @@ final class Scratch: @unchecked Sendable {
 /// A lock-protected stack of scratch areas; a call takes one and puts it back, so steady
 /// state allocates nothing and concurrent calls never share one.
 final class ScratchPool: Sendable {
-    private let free = Mutex<[Scratch]>([])
+    private let free = Locked<[Scratch]>([])
 
     func acquire(floats: Int, extra: Int) -> Scratch {
         let scratch = free.withLock { $0.popLast() } ?? Scratch()

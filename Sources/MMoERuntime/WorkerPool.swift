@@ -52,7 +52,8 @@ final class WorkerPool: @unchecked Sendable {
     final class Job: @unchecked Sendable {
         let body: (Int) -> Void
         let parts: Int
-        let taken = Mutex<UInt64>(0)
+        /// One bit per share taken.
+        let taken = Atomic<UInt64>(0)
         let done = Atomic<Int>(0)
 
         init(body: @escaping (Int) -> Void, parts: Int) {
@@ -65,13 +66,16 @@ final class WorkerPool: @unchecked Sendable {
         func claim() -> Int? {
             let cpu = Int(mmoe_current_cpu())
             let preferred = cpu >= 0 ? cpu % parts : 0
-            return taken.withLock { taken -> Int? in
-                let all: UInt64 = parts == 64 ? ~0 : (1 << UInt64(parts)) - 1
-                guard taken & all != all else { return nil }
-                let share = taken & (1 << UInt64(preferred)) == 0 ? preferred : (~taken).trailingZeroBitCount
-                taken |= 1 << UInt64(share)
-                return share
+            let all: UInt64 = parts == 64 ? ~0 : (1 << UInt64(parts)) - 1
+            var current = taken.load(ordering: .relaxed)
+            while current & all != all {
+                let share = current & (1 << UInt64(preferred)) == 0 ? preferred : (~current).trailingZeroBitCount
+                let (exchanged, original) = taken.compareExchange(
+                    expected: current, desired: current | 1 << UInt64(share), ordering: .acquiringAndReleasing)
+                if exchanged { return share }
+                current = original
             }
+            return nil
         }
 
         /// Runs shares until none is left.
@@ -84,46 +88,55 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// The job workers may join and how many workers exist.
-    private struct State {
-        var job: Unmanaged<Job>?
-        var workers = 0
-    }
-
-    private let state = Mutex(State())
+    /// The job workers may join (an unretained `Job`'s address; 0: none). The caller keeps the
+    /// job alive until no worker is inside it.
+    private let published = Atomic<UInt>(0)
     /// Bumped for every job published; workers poll it.
     private let generation = Atomic<Int>(0)
-    /// Workers inside a job's `work()` (the caller waits for them before the job ends).
+    /// Workers that announced they are entering the published job (the caller waits for them).
     private let inside = Atomic<Int>(0)
     /// Workers that are, or are about to be, asleep on `wake`.
     private let sleepers = Atomic<Int>(0)
+    /// Whether a caller has the workers (`workers` is only touched by that caller).
     private let busy = Atomic<Bool>(false)
+    private var workers = 0
     private let wake = DispatchSemaphore(value: 0)
+    /// Workers at most: one fewer than the CPUs this process may run on (polling threads beyond
+    /// the cores would take time from the ones doing the work).
+    private static let maximumWorkers = max(0, ProcessInfo.processInfo.activeProcessorCount - 1)
 
     /// Runs `job` with the workers; false when another caller has them.
     private func execute(_ job: Job) -> Bool {
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
         defer { busy.store(false, ordering: .releasing) }
-        let missing = state.withLock { state -> Int in
-            let missing = max(0, job.parts - 1 - state.workers)
-            state.workers += missing
-            state.job = Unmanaged.passUnretained(job)
-            return missing
-        }
-        for _ in 0..<missing {
+        let wanted = min(job.parts - 1, WorkerPool.maximumWorkers)
+        while workers < wanted {
             let thread = Thread { [self] in self.serve() }
             thread.name = "swift-mmoe worker"
             thread.start()
+            workers += 1
         }
+        published.store(UInt(bitPattern: Unmanaged.passUnretained(job).toOpaque()), ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         let asleep = sleepers.exchange(0, ordering: .sequentiallyConsistent)
         for _ in 0..<asleep { wake.signal() }
         job.work()
-        while job.done.load(ordering: .acquiring) < job.parts { mmoe_spin_pause() }
-        state.withLock { $0.job = nil }
-        // A worker that took the job before it was withdrawn may still be inside `work()`.
-        while inside.load(ordering: .acquiring) > 0 { mmoe_spin_pause() }
+        WorkerPool.wait { job.done.load(ordering: .acquiring) >= job.parts }
+        published.store(0, ordering: .sequentiallyConsistent)
+        // A worker that saw the job before it was withdrawn may still be inside `work()`.
+        WorkerPool.wait { inside.load(ordering: .sequentiallyConsistent) == 0 }
         return true
+    }
+
+    /// Polls `ready` until it holds, yielding the core now and then (a thread this one waits
+    /// for may be waiting for it).
+    private static func wait(until ready: () -> Bool) {
+        var polls = 0
+        while !ready() {
+            mmoe_spin_pause()
+            polls += 1
+            if polls & 1023 == 0 { sched_yield() }
+        }
     }
 
     /// A worker's loop: wait for a new job (polling, then asleep), join it.
@@ -147,13 +160,13 @@ final class WorkerPool: @unchecked Sendable {
                 }
             }
             seen = current
-            let job = state.withLock { state -> Unmanaged<Job>? in
-                guard let job = state.job else { return nil }
-                inside.add(1, ordering: .relaxed)
-                return job
+            // Announce first, then look: the caller withdraws the job, then waits until no
+            // announced worker is left, so a job seen here is alive until `inside` drops.
+            inside.add(1, ordering: .sequentiallyConsistent)
+            let address = published.load(ordering: .sequentiallyConsistent)
+            if let pointer = UnsafeRawPointer(bitPattern: address) {
+                Unmanaged<Job>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.work() }
             }
-            guard let job else { continue }
-            job._withUnsafeGuaranteedRef { $0.work() }
             inside.subtract(1, ordering: .releasing)
         }
     }
