@@ -82,12 +82,6 @@ public enum MemoryBudget {
 
     private static let lastReading = Mutex<(time: UInt64, value: Int?)?>(nil)
 
-    private static func monotonicNanoseconds() -> UInt64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
-    }
-
     /// The `MemAvailable:` line's value in bytes (kB in the file).
     static func readMemAvailable() -> Int? {
         guard let text = readSmallFile("/proc/meminfo") else { return nil }

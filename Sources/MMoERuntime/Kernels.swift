@@ -51,7 +51,7 @@ enum Kernels {
                         let biasBase = bias.isEmpty ? nil : bias.baseAddress
                         let reluBase = relu.isEmpty ? nil : relu.baseAddress
                         let halvesBase = halves.isEmpty ? nil : halves.baseAddress
-                        // Only a large weight matrix is worth waking a second thread for (~20 us).
+                        // Only a large weight matrix is worth a parallel section (`panelSplitMinimum`).
                         let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
                         // Panels [begin, end) on the kernel the weights were packed for (a struct, not a
                         // closure: a closure's context was allocated and freed on every call).

@@ -1,6 +1,5 @@
 import CBLAS
 import CMMoEKernels
-import Dispatch
 import Foundation
 import MMoECore
 
@@ -411,7 +410,8 @@ public final class Model: Sendable {
         for index in steps.indices {
             if index < skipUntil { continue }
             if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum(kernel) {
-                // Batch 1: the run's multiplies side by side, member i always on thread i % parts.
+                // Batch 1: the run's multiplies side by side, member i in share i % parts (each core
+                // takes the same share every call: `WorkerPool`).
                 var jobs: [(step: GemmStep, a: UInt, lda: Int, a16: UInt, lda16: Int, c: UInt, ldc: Int)] = []
                 for member in index..<run.end {
                     guard case .gemm(let gemm) = steps[member] else { continue }
@@ -689,22 +689,16 @@ final class Scratch: @unchecked Sendable {
     private var extraCapacity: Int
 
     init() {
-        memory = Scratch.aligned(1)
+        memory = alignedFloats(1)
         capacity = 1
         extra = .allocate(capacity: 1)
         extraCapacity = 1
     }
 
-    /// `floats` uninitialized floats on a 64-byte boundary (see `Model.bufferOffsets`).
-    static func aligned(_ floats: Int) -> UnsafeMutablePointer<Float> {
-        UnsafeMutableRawPointer.allocate(byteCount: max(floats, 1) * MemoryLayout<Float>.stride, alignment: 64).bindMemory(
-            to: Float.self, capacity: max(floats, 1))
-    }
-
     func reserve(floats: Int, extra extraFloats: Int) {
         if floats > capacity {
             memory.deallocate()
-            memory = Scratch.aligned(floats)
+            memory = alignedFloats(floats)
             capacity = floats
         }
         if extraFloats > extraCapacity {

@@ -208,6 +208,13 @@ enum PackedKernel {
     }
 }
 
+/// `count` uninitialized floats (at least one) on a 64-byte boundary: packed weights and the
+/// activation scratch area (see `Model.bufferOffsets`); freed with `deallocate()`.
+func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64).bindMemory(
+        to: Float.self, capacity: max(count, 1))
+}
+
 /// Packed weights in 64-byte aligned memory, immutable once packed.
 ///
 /// A panel row of the kernels is 64 bytes (16 float32 values; 32 bfloat16 values for the AMX
@@ -235,29 +242,14 @@ final class PackedWeights: @unchecked Sendable {
         try fill(UnsafeMutableBufferPointer(start: base, count: count))
     }
 
-    /// Copies `values`.
-    convenience init(_ values: [Float]) {
-        self.init(uninitialized: values.count)
-        values.withUnsafeBufferPointer { source in
-            guard let start = source.baseAddress else { return }
-            base.initialize(from: start, count: values.count)
-        }
-    }
-
     private init(uninitialized count: Int) {
         self.count = count
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(count, 16) * MemoryLayout<Float>.stride, alignment: 64)
-            .bindMemory(to: Float.self, capacity: max(count, 16))
+        base = alignedFloats(count)
     }
 
     deinit { base.deallocate() }
 
     var isEmpty: Bool { count == 0 }
-
-    subscript(index: Int) -> Float {
-        precondition(index >= 0 && index < count, "packed weight index out of range")
-        return base[index]
-    }
 
     func withUnsafeBufferPointer<R, E: Error>(_ body: (UnsafeBufferPointer<Float>) throws(E) -> R) throws(E) -> R {
         try body(UnsafeBufferPointer(start: count == 0 ? nil : UnsafePointer(base), count: count))

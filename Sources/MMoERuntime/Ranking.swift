@@ -146,19 +146,25 @@ extension Model {
                 return nil
             }
             let panels = (gemm.output.width + 15) / 16
-            var item = [Float](repeating: 0, count: max(panels * 16 * itemColumns.count, 1))
+            // The item columns' panels packed in place (aligned, as the kernels read them).
+            let item = PackedWeights(zeros: max(panels * 16 * itemColumns.count, 1))
             var user = [Float](repeating: 0, count: max(panels * 16 * userColumns.count, 1))
-            for p in 0..<panels {
-                for (j, column) in itemColumns.enumerated() {
-                    for c in 0..<16 { item[(p * itemColumns.count + j) * 16 + c] = gemm.packed[(p * k + column) * 16 + c] }
-                }
-                for (j, column) in userColumns.enumerated() {
-                    for c in 0..<16 { user[(p * userColumns.count + j) * 16 + c] = gemm.packed[(p * k + column) * 16 + c] }
+            gemm.packed.withUnsafeBufferPointer { packed in
+                item.withUnsafeMutableBytes { raw in
+                    let itemPanels = raw.bindMemory(to: Float.self)
+                    for p in 0..<panels {
+                        for (j, column) in itemColumns.enumerated() {
+                            for c in 0..<16 { itemPanels[(p * itemColumns.count + j) * 16 + c] = packed[(p * k + column) * 16 + c] }
+                        }
+                        for (j, column) in userColumns.enumerated() {
+                            for c in 0..<16 { user[(p * userColumns.count + j) * 16 + c] = packed[(p * k + column) * 16 + c] }
+                        }
+                    }
                 }
             }
             var replacement = gemm
             replacement.input = View(buffer: inputBuffer, column: 0, width: itemColumns.count)
-            replacement.packed = PackedWeights(item)
+            replacement.packed = item
             firstLayers[index] = (replacement, user)
         }
         return RankPlan(

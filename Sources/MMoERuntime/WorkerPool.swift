@@ -1,5 +1,6 @@
 import CMMoEKernels
 import Foundation
+import MMoECore
 import Synchronization
 
 /// The runtime's threads for its parallel sections: the batch-1 weight splits, the row chunks of
@@ -145,13 +146,13 @@ final class WorkerPool: @unchecked Sendable {
         while true {
             var current = generation.load(ordering: .acquiring)
             if current == seen {
-                let deadline = WorkerPool.now() &+ WorkerPool.spinNanoseconds
+                let deadline = monotonicNanoseconds() &+ WorkerPool.spinNanoseconds
                 var polls = 0
                 while current == seen {
                     mmoe_spin_pause()
                     current = generation.load(ordering: .acquiring)
                     polls += 1
-                    if polls & 63 == 0, WorkerPool.now() >= deadline { break }
+                    if polls & 63 == 0, monotonicNanoseconds() >= deadline { break }
                 }
                 if current == seen {
                     sleepers.add(1, ordering: .sequentiallyConsistent)
@@ -169,11 +170,5 @@ final class WorkerPool: @unchecked Sendable {
             }
             inside.subtract(1, ordering: .releasing)
         }
-    }
-
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 }

@@ -89,7 +89,7 @@ struct WorkerPoolTests {
             }
         }
         for floats in [1, 17, 1_000, 300_000] {
-            let memory = Scratch.aligned(floats)
+            let memory = alignedFloats(floats)
             #expect(UInt(bitPattern: memory) % 64 == 0)
             memory.deallocate()
         }
