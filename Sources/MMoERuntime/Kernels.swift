@@ -22,12 +22,12 @@ enum Kernels {
         mmoe_sgemm_rowmajor_bt(Int32(rows), Int32(n), Int32(k), a, Int32(lda), w, Int32(k), c, Int32(ldc))
     }
 
-    /// Bytes of packed weights from which a batch-1 multiply is split over threads, per path:
-    /// measured on each CPU (Docs/PERFORMANCE.md). On the AVX2 machine, with Dispatch's threads
-    /// (~20 us to wake one), its small layers did not repay a split; on the AVX-512 machine,
-    /// with `WorkerPool`'s polling workers (a few microseconds per section), the benchmark
-    /// model's 170 x 2,080 first layer gains in float32 (1.4 MB) and in bfloat16 (0.7 MB).
-    static func panelSplitMinimum(_ path: KernelPath) -> Int { path == .avx512 || path == .avx512bf16 ? 400_000 : 16_000_000 }
+    /// Bytes of packed weights from which a batch-1 multiply is split over threads. With
+    /// `WorkerPool`'s polling workers (a fraction of a microsecond to start a section), the
+    /// benchmark model's 170 x 2,080 first layer gains in float32 (1.4 MB) and in bfloat16
+    /// (0.7 MB), on the Intel Xeon (AVX-512, 2 MB L2 per core) and on the AMD EPYC (AVX2,
+    /// 512 KB L2 per core) alike (Docs/PERFORMANCE.md).
+    static let panelSplitMinimum = 400_000
 
     /// Bytes of the packed weights of a multiply (2 per weight for bfloat16 panels).
     static func packedBytes(_ step: GemmStep) -> Int { step.input.width * step.output.width * (step.packedBF16 || step.vnni ? 2 : 4) }
@@ -52,7 +52,7 @@ enum Kernels {
                         let reluBase = relu.isEmpty ? nil : relu.baseAddress
                         let halvesBase = halves.isEmpty ? nil : halves.baseAddress
                         // Only a large weight matrix is worth a parallel section (`panelSplitMinimum`).
-                        let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum(path) ? min(threads, panels / 4) : 1
+                        let splits = rows < 6 && Kernels.packedBytes(step) >= Kernels.panelSplitMinimum ? min(threads, panels / 4) : 1
                         // Panels [begin, end) on the kernel the weights were packed for (a struct, not a
                         // closure: a closure's context was allocated and freed on every call).
                         let job = PanelJob(

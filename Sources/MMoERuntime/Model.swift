@@ -147,8 +147,8 @@ public final class Model: Sendable {
     public func predict(_ batch: [String: FeatureArray], options: PredictOptions = PredictOptions()) throws(PredictError)
         -> Prediction
     {
-        let rows = try checkBatch(batch, options: options)
-        return try execute(rows: rows, ordered: inputs.map { batch[$0.feature.name] }, options: options, rank: nil)
+        let checked = try checkBatch(batch, options: options)
+        return try execute(rows: checked.rows, ordered: checked.ordered, options: options, rank: nil)
     }
 
     /// Runs checked inputs (one array per input plan, in plan order). With `rank`, item
@@ -275,9 +275,9 @@ public final class Model: Sendable {
     /// Bytes of packed weights (over a run) from which a batch-1 run of independent multiplies
     /// is spread over the threads, each thread always taking the same members so that their
     /// weights stay in its core's cache (`WorkerPool` gives each core the same share every call):
-    /// the benchmark model's float32 expert layers (1 MB) and bfloat16 ones (0.5 MB) both gain
-    /// (Docs/PERFORMANCE.md); not on the AVX2 path (not measured with the pool).
-    static func independentRunMinimum(_ path: KernelPath) -> Int { path == .avx2 ? Int.max : 300_000 }
+    /// the benchmark model's float32 expert layers (1 MB) and bfloat16 ones (0.5 MB) both gain,
+    /// with AVX-512 and with AVX2 (Docs/PERFORMANCE.md).
+    static let independentRunMinimum = 300_000
 
     /// Runs the chunks `claim` hands out (each at most `maxRows` rows; nil when none is left)
     /// one after another on one scratch area.
@@ -308,23 +308,29 @@ public final class Model: Sendable {
 
     /// Checks names, dtypes and shapes; returns the batch size.
     /// Ids, or raw values (strings) of a feature with a vocabulary.
-    private func checkIDs(_ array: FeatureArray, _ feature: Feature) throws(PredictError) {
+    private func checkIDs(_ array: FeatureArray, _ plan: InputPlan) throws(PredictError) {
         switch array.values {
         case .int64: return
-        case .strings where feature.vocabulary != nil: return
+        case .strings where plan.feature.vocabulary != nil: return
         default:
             throw .wrongDType(
-                feature: feature.name, expected: feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
+                feature: plan.feature.name, expected: plan.feature.vocabulary == nil ? "int64" : "int64 ids or raw values (strings)",
                 actual: array.values.dtypeName)
         }
     }
 
+    /// Checks a batch and returns its rows and its arrays in input-plan order (nil: absent).
     /// `only`: check just these features (a ranking request's user or item side); names
     /// outside it are unknown.
-    func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions, only: Set<String>? = nil) throws(PredictError) -> Int {
+    func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions, only: Set<String>? = nil) throws(PredictError) -> (
+        rows: Int, ordered: [FeatureArray?]
+    ) {
+        let ordered = inputs.map { batch[$0.feature.name] }
         func known(_ name: String) -> Bool { featureIndex[name] != nil && (only?.contains(name) ?? true) }
-        // The first unknown name in sorted order (sorting only when there is one).
-        if batch.keys.contains(where: { !known($0) }) {
+        // Every name is known when the batch holds no more names than it holds of the model's
+        // (distinct) features; otherwise the first unknown one in sorted order is reported.
+        let present = ordered.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
+        if only != nil || featureIndex.count != inputs.count || batch.count != present {
             for name in batch.keys.sorted() where !known(name) { throw .unknownFeature(name) }
         }
         if case .useRow(let row) = options.unknownIDs {
@@ -336,47 +342,46 @@ public final class Model: Sendable {
             }
         }
         var rows: Int?
-        for plan in inputs where only?.contains(plan.feature.name) ?? true {
-            let feature = plan.feature
-            guard let array = batch[feature.name] else { throw .missingFeature(feature.name) }
+        for (plan, given) in zip(inputs, ordered) where only?.contains(plan.feature.name) ?? true {
+            guard let array = given else { throw .missingFeature(plan.feature.name) }
             let shape = array.shape
             let featureRows: Int
-            switch feature.kind {
+            switch plan.feature.kind {
             case .dense:
                 guard case .float32 = array.values else {
-                    throw .wrongDType(feature: feature.name, expected: "float32", actual: array.values.dtypeName)
+                    throw .wrongDType(feature: plan.feature.name, expected: "float32", actual: array.values.dtypeName)
                 }
                 let width = plan.width
                 let fits = (shape.count == 2 && shape[1] == width) || (width == 1 && shape.count == 1)
                 guard fits, shape[0] >= 0 else {
-                    throw .wrongShape(feature: feature.name, expected: width == 1 ? "[B] or [B, 1]" : "[B, \(width)]", actual: shape)
+                    throw .wrongShape(feature: plan.feature.name, expected: width == 1 ? "[B] or [B, 1]" : "[B, \(width)]", actual: shape)
                 }
                 featureRows = shape[0]
                 guard Tensor.checkedElementCount(shape) == array.values.count else {
-                    throw .wrongShape(feature: feature.name, expected: "\(array.values.count) values", actual: shape)
+                    throw .wrongShape(feature: plan.feature.name, expected: "\(array.values.count) values", actual: shape)
                 }
             case .sparse:
-                try checkIDs(array, feature)
+                try checkIDs(array, plan)
                 guard (shape.count == 1 || (shape.count == 2 && shape[1] == 1)), shape[0] >= 0,
                     shape[0] == array.values.count
-                else { throw .wrongShape(feature: feature.name, expected: "[B] or [B, 1]", actual: shape) }
+                else { throw .wrongShape(feature: plan.feature.name, expected: "[B] or [B, 1]", actual: shape) }
                 featureRows = shape[0]
             case .sequence:
-                try checkIDs(array, feature)
-                let maxLength = feature.maxLength ?? 1
+                try checkIDs(array, plan)
+                let maxLength = plan.feature.maxLength ?? 1
                 guard shape.count == 2, shape[0] >= 0, shape[1] >= 1, shape[1] <= maxLength,
                     Tensor.checkedElementCount(shape) == array.values.count
-                else { throw .wrongShape(feature: feature.name, expected: "[B, L] with 1 <= L <= \(maxLength)", actual: shape) }
+                else { throw .wrongShape(feature: plan.feature.name, expected: "[B, L] with 1 <= L <= \(maxLength)", actual: shape) }
                 featureRows = shape[0]
             }
-            if let rows, rows != featureRows { throw .inconsistentBatch(feature: feature.name, rows: featureRows, expected: rows) }
+            if let rows, rows != featureRows { throw .inconsistentBatch(feature: plan.feature.name, rows: featureRows, expected: rows) }
             rows = featureRows
         }
-        guard let rows else { return 0 }
+        guard let rows else { return (0, ordered) }
         guard rows <= Int(Int32.max) else {
             throw .wrongShape(feature: inputs[0].feature.name, expected: "fewer than 2^31 rows", actual: [rows])
         }
-        return rows
+        return (rows, ordered)
     }
 
     /// Runs one chunk of rows.
@@ -409,7 +414,7 @@ public final class Model: Sendable {
         var skipUntil = 0
         for index in steps.indices {
             if index < skipUntil { continue }
-            if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum(kernel) {
+            if rank == nil, rows < 6, threads > 1, let run = independentRuns[index], run.bytes >= Model.independentRunMinimum {
                 // Batch 1: the run's multiplies side by side, member i in share i % parts (each core
                 // takes the same share every call: `WorkerPool`).
                 var jobs: [(step: GemmStep, a: UInt, lda: Int, a16: UInt, lda16: Int, c: UInt, ldc: Int)] = []

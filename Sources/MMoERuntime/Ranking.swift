@@ -61,13 +61,13 @@ extension Model {
         let userSide = userFeatures ?? spec.userFeatures
         for name in userSide.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
         let itemSide = Set(spec.features.map(\.name)).subtracting(userSide)
-        let userRows = try checkBatch(user, options: options, only: userSide)
+        let userRows = try checkBatch(user, options: options, only: userSide).rows
         guard userSide.isEmpty || userRows == 1 else {
             let name = userSide.sorted().first ?? ""
             throw .wrongShape(
                 feature: name, expected: "one row: the user's features are given once per request", actual: user[name]?.shape ?? [])
         }
-        let rows = try checkBatch(candidates, options: options, only: itemSide)
+        let rows = try checkBatch(candidates, options: options, only: itemSide).rows
         let score = try scoreOutput(output)
         var ordered = inputs.map { candidates[$0.feature.name] ?? user[$0.feature.name] }
         var shared = false

@@ -67,12 +67,12 @@ struct KernelPathTests {
                 gates: [MLP(layers: [.linear(units: 2, bias: true)])],
                 towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
             tasks: [TaskHead(name: "y", head: .identity)])
-        #expect(600 * 2 * 528 * 4 >= Kernels.panelSplitMinimum(.avx512))
+        #expect(600 * 2 * 528 * 4 >= Kernels.panelSplitMinimum)
         let largeTensors = try randomTensors(for: large, seed: 5)
         try Self.check(large, largeTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 4)
         // The same in bfloat16 (half the bytes, still split): bf16 products on avx512bf16.
         let largeBF16 = try withBF16Weights(largeTensors)
-        #expect(600 * 2 * 528 * 2 >= Kernels.panelSplitMinimum(.avx512bf16))
+        #expect(600 * 2 * 528 * 2 >= Kernels.panelSplitMinimum)
         try Self.check(large, largeBF16, path: path, rows: [1, 2, 3, 5, 7], seed: 6, tolerance: path == .avx512bf16 ? 3e-2 : 4e-6)
 
         // Experts' second layers large enough that a batch below 6 runs them side by side on the
@@ -92,7 +92,7 @@ struct KernelPathTests {
             let second = runs.first { $0.members == 4 }
             #expect(second != nil, "the four second layers form one run (runs: \(runs))")
             #expect(second?.bytes == 4 * 200 * 200 * 4)
-            #expect(4 * 200 * 200 * 4 >= Model.independentRunMinimum(.avx512))
+            #expect(4 * 200 * 200 * 4 >= Model.independentRunMinimum)
         }
         try Self.check(sideBySide, sideTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 9)
 
