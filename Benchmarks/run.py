@@ -223,8 +223,14 @@ def main():
     for batch in (256, 4096):
         b16 = median[("swift-mmoe bf16", 2, batch)]
         t = best_ort[batch] / b16
-        lines.append(f"| batch {batch} bf16 products 2 threads >= {goal:.1f} x ORT fp32 throughput ({'AMX' if amx else 'AVX512-BF16'}) | "
-                     f"{t:.2f} x ({batch / b16:,.0f} ex/s) | {'yes' if t >= goal else 'no'} |")
+        if amx or "avx512_bf16" in isa:
+            lines.append(f"| batch {batch} bf16 products 2 threads >= {goal:.1f} x ORT fp32 throughput ({'AMX' if amx else 'AVX512-BF16'}) | "
+                         f"{t:.2f} x ({batch / b16:,.0f} ex/s) | {'yes' if t >= goal else 'no'} |")
+        else:
+            # Without AVX512-BF16 or AMX there are no bfloat16 products: bf16 weights are widened
+            # to float32 as they are loaded, so the goal does not apply; the figure is reported.
+            lines.append(f"| batch {batch} bf16 weights 2 threads, widened to fp32 (no AVX512-BF16 or AMX on this CPU) | "
+                         f"{t:.2f} x ORT fp32 ({batch / b16:,.0f} ex/s) | n/a |")
         vs_torch = min(median[("pytorch bf16", 1, batch)], median[("pytorch bf16", 2, batch)]) / b16
         lines.append(f"| batch {batch} bf16 >= 1.6 x PyTorch's own bf16 throughput | {vs_torch:.2f} x | {'yes' if vs_torch >= 1.6 else 'no'} |")
         if vdp:
