@@ -143,6 +143,11 @@ struct BlockingTests {
             tasks: [TaskHead(name: "y", head: .identity)])
         let tensors = try randomTensors(for: spec, seed: 12)
         try expectMatchesReference(spec, tensors, rows: [1, 2, 5, 6, 7, 131, 300], seed: 0)
+        // The same with bf16 weights, widened as the packed fp32 kernels load them: the one-row
+        // and six-row bfloat16 tiles over k blocks that add to the partial sums already stored.
+        for path in [KernelPath.avx2, .avx512] where path.isSupported {
+            try expectMatchesReference(spec, try withBF16Weights(tensors), rows: [1, 2, 5, 6, 7, 131, 300], seed: 1, kernel: path)
+        }
     }
 
     /// The compiled model against the reference evaluator for each batch size in `rows`.
