@@ -63,6 +63,11 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     /// Decodes and validates the structure of a spec (not its tensors).
     public static func decode(json: [UInt8]) throws(ModelError) -> ModelSpec {
+        try decodeWithLayout(json: json).spec
+    }
+
+    /// `decode(json:)` that also returns the layout its structural check built.
+    package static func decodeWithLayout(json: [UInt8]) throws(ModelError) -> (spec: ModelSpec, layout: ModelLayout) {
         let spec: ModelSpec
         do {
             spec = try JSONDecoder().decode(ModelSpec.self, from: Data(json))
@@ -74,8 +79,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         guard spec.format == formatName, spec.version == currentVersion else {
             throw .unsupportedSpecVersion(format: spec.format, version: spec.version)
         }
-        _ = try spec.validateStructure()
-        return spec
+        return (spec, try spec.validateStructure())
     }
 
     /// Canonical JSON (sorted keys): the same spec always gives the same bytes.

@@ -127,7 +127,14 @@ extension ModelSpec {
     /// and an allowed dtype, no extra tensors, i8 tables with their scales. Returns the layout.
     @discardableResult
     public func validate(tensors: TensorStore) throws(ModelError) -> ModelLayout {
-        let layout = try validateStructure()
+        try validate(tensors: tensors, layout: validateStructure())
+    }
+
+    /// `validate(tensors:)` with the layout `validateStructure()` already returned for this spec
+    /// (opening a file checks the structure as it decodes the spec; building it again cost as
+    /// much as a tenth of a small model's load).
+    @discardableResult
+    package func validate(tensors: TensorStore, layout: ModelLayout) throws(ModelError) -> ModelLayout {
         var expected = Set<String>()
         func check(_ requirement: TensorRequirement) throws(ModelError) {
             expected.insert(requirement.name)

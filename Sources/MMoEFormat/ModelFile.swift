@@ -30,6 +30,8 @@ public struct ModelFile: Sendable {
     public let entries: [TensorEntry]
     /// The tensors, viewing the mapped file.
     public let tensors: TensorStore
+    /// The layout `spec` and `tensors` were validated against when the file was opened.
+    let layout: ModelLayout
     /// The whole mapped file.
     public let storage: ByteStorage
 
@@ -93,8 +95,9 @@ public struct ModelFile: Sendable {
         }
         let specBytes = UnsafeRawBufferPointer(rebasing: bytes[specOffset..<tableOffset])
         let spec: ModelSpec
+        let layout: ModelLayout
         do throws(ModelError) {
-            spec = try ModelSpec.decode(json: Array(specBytes))
+            (spec, layout) = try ModelSpec.decodeWithLayout(json: Array(specBytes))
         } catch {
             throw .invalidModel(path: path, error)
         }
@@ -172,10 +175,11 @@ public struct ModelFile: Sendable {
             throw .trailingBytes(path: path, offset: previousEnd, count: bytes.count - previousEnd)
         }
         do throws(ModelError) {
-            try spec.validate(tensors: store)
+            try spec.validate(tensors: store, layout: layout)
         } catch {
             throw .invalidModel(path: path, error)
         }
+        self.layout = layout
         self.version = (Int(major), Int(minor))
         self.spec = spec
         self.entries = entries
@@ -197,7 +201,7 @@ public struct ModelFile: Sendable {
     /// Compiles the model for prediction (the embedding tables stay in the mapping).
     public func model() throws(FormatError) -> Model {
         do throws(ModelError) {
-            return try Model(spec: spec, tensors: tensors)
+            return try Model(spec: spec, tensors: tensors, validatedLayout: layout)
         } catch {
             throw .invalidModel(path: path, error)
         }

@@ -58,12 +58,28 @@ public final class Model: Sendable {
         try self.init(spec: spec, tensors: tensors, kernel: kernel, bf16HandOff: getenv("MMOE_NO_BF16_HANDOFF") == nil)
     }
 
+    /// A model from a spec and tensors already validated together (`layout` is what
+    /// `spec.validate(tensors:)` returned for exactly these): an opened `.mmoe` file's.
+    package convenience init(spec: ModelSpec, tensors: TensorStore, validatedLayout layout: ModelLayout) throws(ModelError) {
+        try self.init(
+            spec: spec, tensors: tensors, kernel: KernelPath.processDefault, bf16HandOff: getenv("MMOE_NO_BF16_HANDOFF") == nil,
+            validatedLayout: layout)
+    }
+
     /// `bf16HandOff`: with bfloat16 products, layers read by bfloat16-product layers only write
     /// their output as bfloat16 (`PlanCompiler.handOffBF16`); false keeps every output float32
-    /// (the tests compare both).
-    init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath, bf16HandOff: Bool) throws(ModelError) {
+    /// (the tests compare both). `validatedLayout`: see `init(spec:tensors:validatedLayout:)`;
+    /// nil validates here.
+    init(spec: ModelSpec, tensors: TensorStore, kernel: KernelPath, bf16HandOff: Bool, validatedLayout: ModelLayout? = nil)
+        throws(ModelError)
+    {
         self.kernel = kernel.isSupported ? kernel : KernelPath.best
-        let layout = try spec.validate(tensors: tensors)
+        let layout: ModelLayout
+        if let validatedLayout {
+            layout = validatedLayout
+        } else {
+            layout = try spec.validate(tensors: tensors)
+        }
         self.spec = spec
         self.tensors = tensors
 
