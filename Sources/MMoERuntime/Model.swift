@@ -322,7 +322,6 @@ public final class Model: Sendable {
     /// 16-row ones (half-empty AMX blocks) 25-30 % slower (Docs/PERFORMANCE.md).
     static let bf16ChunkRows = 32
 
-    /// Checks names, dtypes and shapes; returns the batch size.
     /// Ids, or raw values (strings) of a feature with a vocabulary.
     private func checkIDs(_ array: FeatureArray, _ plan: InputPlan) throws(PredictError) {
         switch array.values {
@@ -335,7 +334,8 @@ public final class Model: Sendable {
         }
     }
 
-    /// Checks a batch and returns its rows and its arrays in input-plan order (nil: absent).
+    /// Checks names, dtypes and shapes; returns the batch size and the arrays in input-plan
+    /// order (nil: absent).
     /// `only`: check just these features (a ranking request's user or item side); names
     /// outside it are unknown.
     func checkBatch(_ batch: [String: FeatureArray], options: PredictOptions, only: Set<String>? = nil) throws(PredictError) -> (
