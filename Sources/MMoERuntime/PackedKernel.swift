@@ -76,6 +76,9 @@ public enum KernelPath: String, Sendable, CaseIterable, CustomStringConvertible 
 /// The packed matrix-multiply kernels with weights packed at load time (x86-64 only; the
 /// runtime falls back to BLAS elsewhere or when `MMOE_KERNEL=blas` is set).
 enum PackedKernel {
+    /// Bytes of float32 panels from which a multiply's weights are packed by all the threads
+    /// (`ComputeThreads.current`) at load.
+    static let parallelPackMinimum = 512 * 1024
 
     /// Packs linear weights `[out, in]` that together form the `outputs` columns of one
     /// multiply (each piece starting at a multiple of 16) into the kernel's 16-column panels,
@@ -163,37 +166,56 @@ enum PackedKernel {
         var next = 0
         for piece in pieces.sorted(by: { $0.column < $1.column }) where piece.column == next { next += (piece.outputs + 15) / 16 * 16 }
         let tiled = inputs > 0 && next == (outputs + 15) / 16 * 16
-        var failure: ModelError?
+        // Weights that need more than a folded batch norm applied are materialized first.
+        var materialized: [[Float]?] = []
+        for piece in pieces {
+            let weight = piece.weight
+            if weight.tensor.dtype == .f32 && weight.rowScales.count <= 1 {
+                materialized.append(nil)
+            } else {
+                materialized.append(try weight.materialized())
+            }
+        }
+        // Each piece in runs of whole panels, one per thread: a large layer (the benchmark
+        // model's fused first layer, 1.4 MB) is packed by both cores, which halves most of the
+        // time from opening a file to its first prediction that packing takes.
+        let bytes = inputs * outputs * MemoryLayout<Float>.stride
+        let parts = bytes >= PackedKernel.parallelPackMinimum ? max(1, min(ComputeThreads.current, 8)) : 1
+        var runs: [(piece: Int, first: Int, count: Int)] = []
+        for (index, piece) in pieces.enumerated() {
+            let panels = (piece.outputs + 15) / 16
+            let cuts = min(parts, max(panels, 1))
+            for part in 0..<cuts {
+                let first = panels * part / cuts * 16
+                let end = min(piece.outputs, panels * (part + 1) / cuts * 16)
+                if end > first { runs.append((index, first, end - first)) }
+            }
+        }
+        // The first non-finite value in piece order (every run reports its own).
+        let failures = Locked<[(piece: Int, index: Int)]>([])
         let fill = { (destination: UnsafeMutableBufferPointer<Float>) in
             guard let d = destination.baseAddress else { return }
-            for piece in pieces where failure == nil {
-                let weight = piece.weight
-                // A single folded batch norm is applied by the packer; anything else first.
-                let direct = weight.tensor.dtype == .f32 && weight.rowScales.count <= 1
-                let values: [Float]
-                if direct {
-                    values = []
-                } else {
-                    do throws(ModelError) { values = try weight.materialized() } catch {
-                        failure = error
-                        return
-                    }
-                }
-                let scale = direct ? weight.rowScales.first ?? [] : []
-                let status: Int64 = scale.withUnsafeBufferPointer { factors in
-                    let target = d + piece.column * inputs
-                    if direct {
-                        guard let source = weight.tensor.rawBytes.baseAddress else { return -1 }
+            let runCount = runs.count
+            WorkerPool.run(parts: min(parts, runCount)) { share in
+                for position in stride(from: share, to: runCount, by: min(parts, runCount)) {
+                    let run = runs[position]
+                    let piece = pieces[run.piece]
+                    let weight = piece.weight
+                    let scale = materialized[run.piece] == nil ? weight.rowScales.first ?? [] : []
+                    let target = d + piece.column * inputs + run.first * inputs
+                    let status: Int64 = scale.withUnsafeBufferPointer { factors in
                         // An empty array may still have a base address: no factors means NULL.
-                        return mmoe_pack_bt(
-                            source, Int32(inputs), Int32(piece.outputs), factors.isEmpty ? nil : factors.baseAddress, target)
+                        let rowFactors = factors.isEmpty ? nil : factors.baseAddress.map { $0 + run.first }
+                        let pack = { (source: UnsafeRawPointer) in
+                            mmoe_pack_bt(source + run.first * inputs * 4, Int32(inputs), Int32(run.count), rowFactors, target)
+                        }
+                        if let values = materialized[run.piece] {
+                            return values.withUnsafeBytes { source in source.baseAddress.map(pack) ?? -1 }
+                        }
+                        return weight.tensor.rawBytes.baseAddress.map(pack) ?? -1
                     }
-                    return values.withUnsafeBytes { source in
-                        guard let base = source.baseAddress else { return -1 }
-                        return mmoe_pack_bt(base, Int32(inputs), Int32(piece.outputs), nil, target)
-                    }
+                    if status >= 0 { failures.withLock { $0.append((run.piece, run.first * inputs + Int(status))) } }
                 }
-                if status >= 0 { failure = .nonFiniteTensor(name: weight.name, index: Int(status)) }
             }
         }
         let packed: PackedWeights
@@ -203,7 +225,9 @@ enum PackedKernel {
             packed = PackedWeights(zeros: size)
             packed.withUnsafeMutableBytes { fill($0.bindMemory(to: Float.self)) }
         }
-        if let failure { throw failure }
+        if let first = failures.withLock({ $0.min { ($0.piece, $0.index) < ($1.piece, $1.index) } }) {
+            throw .nonFiniteTensor(name: pieces[first.piece].weight.name, index: first.index)
+        }
         return packed
     }
 }

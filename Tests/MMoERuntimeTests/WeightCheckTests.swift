@@ -39,6 +39,43 @@ struct WeightCheckTests {
         #expect(try refusal(tower, index: 3, value: .nan, dtype: .f16) == .nonFiniteTensor(name: tower, index: 3))
     }
 
+    @Test("a layer packed by several threads: the tensor's first non-finite element, in either thread's rows")
+    func parallelPacking() throws {
+        // The fused first layer is 600 x 1,058 float32 (2.5 MB): each expert's rows are packed
+        // in runs of whole panels, one per thread (rows 0-255 and 256-519 with two threads).
+        let wide = ModelSpec(
+            name: "wide", tables: [], features: [.dense("x", width: 600)],
+            architecture: Architecture(
+                type: .mmoe,
+                experts: [MLP(layers: [.linear(units: 520, bias: true), .relu]), MLP(layers: [.linear(units: 520, bias: true), .relu])],
+                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+            tasks: [TaskHead(name: "y", head: .identity)])
+        let clean = try randomTensors(for: wide, seed: 3)
+        func refusal(_ changes: [(name: String, index: Int)]) throws -> ModelError? {
+            var tensors = clean
+            for change in changes {
+                let original = try #require(tensors[change.name])
+                var values = original.floats()
+                values[change.index] = .nan
+                tensors.set(try Tensor(float32: values, shape: original.shape), named: change.name)
+            }
+            do {
+                _ = try Model(spec: wide, tensors: tensors)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let first = "experts.0.layers.0.weight"
+        let second = "experts.1.layers.0.weight"
+        #expect(try refusal([]) == nil)
+        #expect(try refusal([(first, 300 * 600 + 5)]) == .nonFiniteTensor(name: first, index: 300 * 600 + 5))
+        #expect(try refusal([(first, 300 * 600 + 5), (first, 10 * 600 + 7)]) == .nonFiniteTensor(name: first, index: 10 * 600 + 7))
+        #expect(try refusal([(second, 519 * 600 + 599), (first, 300 * 600)]) == .nonFiniteTensor(name: first, index: 300 * 600))
+        #expect(try refusal([(second, 519 * 600 + 599)]) == .nonFiniteTensor(name: second, index: 519 * 600 + 599))
+    }
+
     @Test("finite weights load")
     func finite() throws {
         #expect(try refusal("experts.1.layers.0.weight", index: 13, value: 1e30) == nil)
