@@ -134,6 +134,7 @@ def main():
     vdp = "avx512_bf16" in isa_flags
 
     results = {}  # (engine, threads, batch) -> [median per round]
+    sgemm_rounds = {1: [], 2: []}  # threads -> GFLOP/s per round: the anchor is interleaved too
     for round_ in range(args.rounds):
         for batch in BATCHES:
             for threads in (1, 2):
@@ -150,6 +151,8 @@ def main():
                     results.setdefault(("pytorch", threads, batch), []).append(timed(lambda: torch_model(*tensors[batch]), args.seconds))
                     results.setdefault(("pytorch bf16", threads, batch), []).append(
                         timed(lambda: torch_bf16(*tensors_bf16[batch]), args.seconds))
+        for threads in (1, 2):
+            sgemm_rounds[threads].append(sgemm_rate(threads))
         print(f"round {round_ + 1} done", file=sys.stderr)
     median = {key: float(np.median(values)) for key, values in results.items()}
     for key, values in sorted(results.items()):
@@ -183,8 +186,10 @@ def main():
     bf16_drift, bf16_size = drift(["--dtype", "bf16"], "model.bf16.drift.mmoe")
     vdp_drift = drift(["--dtype", "bf16"], "model.bf16.drift.mmoe", kernel="bf16")[0] if vdp else None
     f32_size = os.path.getsize(model)
-    sgemm2 = sgemm_rate(2)
-    sgemm1 = sgemm_rate(1)
+    for threads, values in sgemm_rounds.items():
+        print(f"raw sgemm {threads} thread(s): " + ", ".join(f"{v:.0f} GFLOP/s" for v in values), file=sys.stderr)
+    sgemm2 = float(np.median(sgemm_rounds[2]))
+    sgemm1 = float(np.median(sgemm_rounds[1]))
 
     best_ort = {b: min(median[("onnxruntime", 1, b)], median[("onnxruntime", 2, b)]) for b in BATCHES}
     lines = []
@@ -239,7 +244,7 @@ def main():
             lines.append(f"| batch {batch} bf16 products on VDPBF16PS alone (MMOE_KERNEL=bf16) 2 threads >= 1.8 x ORT fp32 throughput | "
                          f"{t:.2f} x ({batch / v16:,.0f} ex/s) | {'yes' if t >= 1.8 else 'no'} |")
     rate = 4096 * FLOPS_PER_EXAMPLE / median[("swift-mmoe", 2, 4096)] / 1e9
-    lines.append(f"| batch 4096 >= 80 % of 2-thread sgemm 2048^3 ({sgemm2:.0f} GFLOP/s; 1 thread {sgemm1:.0f}) | {rate:.0f} GFLOP/s = {100 * rate / sgemm2:.0f} % | {'yes' if rate >= 0.8 * sgemm2 else 'no'} |")
+    lines.append(f"| batch 4096 >= 80 % of 2-thread sgemm 2048^3 (median of the rounds: {sgemm2:.0f} GFLOP/s; 1 thread {sgemm1:.0f}) | {rate:.0f} GFLOP/s = {100 * rate / sgemm2:.0f} % | {'yes' if rate >= 0.8 * sgemm2 else 'no'} |")
     lines.append(f"| load until first prediction <= 0.2 x ORT session creation | {open_s * 1e3:.2f} ms vs {ort_open_s * 1e3:.2f} ms = {open_s / ort_open_s:.2f} x | {'yes' if open_s <= 0.2 * ort_open_s else 'no'} |")
     weights_mib = (f32_size - 10 * 10000 * 16 * 4) / 2**20
     activations_mib = 4096 * (170 + 8 * 256 + 8 * 128 + 2 * 128 + 2 * 64 + 64) * 4 / 2**20
