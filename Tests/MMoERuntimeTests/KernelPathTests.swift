@@ -19,6 +19,17 @@ extension KernelPath {
 
 @Suite("Every kernel path against the reference")
 struct KernelPathTests {
+    /// Two experts of 520 units over 600 inputs: the fused first layer (600 x 1,058 float32,
+    /// 2.5 MB) is split over threads at batch 1 and packed by several threads at load.
+    static let large = ModelSpec(
+        name: "large", tables: [], features: [.dense("x", width: 600)],
+        architecture: Architecture(
+            type: .mmoe,
+            experts: [MLP(layers: [.linear(units: 520, bias: true), .relu]), MLP(layers: [.linear(units: 520, bias: true), .relu])],
+            gates: [MLP(layers: [.linear(units: 2, bias: true)])],
+            towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
+        tasks: [TaskHead(name: "y", head: .identity)])
+
     static let rows = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 97, 131, 300]
 
     static func check(_ spec: ModelSpec, _ tensors: TensorStore, path: KernelPath, rows: [Int], seed: UInt64, tolerance: Double = 4e-6)
@@ -59,14 +70,7 @@ struct KernelPathTests {
         try Self.check(wide, try randomTensors(for: wide, seed: 12), path: path, rows: Self.rows, seed: 1)
 
         // A first layer large enough that batches below 6 split its panels over threads.
-        let large = ModelSpec(
-            name: "large", tables: [], features: [.dense("x", width: 600)],
-            architecture: Architecture(
-                type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 520, bias: true), .relu]), MLP(layers: [.linear(units: 520, bias: true), .relu])],
-                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
-                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
-            tasks: [TaskHead(name: "y", head: .identity)])
+        let large = Self.large
         #expect(600 * 2 * 528 * 4 >= Kernels.panelSplitMinimum)
         let largeTensors = try randomTensors(for: large, seed: 5)
         try Self.check(large, largeTensors, path: path, rows: [1, 2, 3, 5, 7], seed: 4)

@@ -43,14 +43,7 @@ struct WeightCheckTests {
     func parallelPacking() throws {
         // The fused first layer is 600 x 1,058 float32 (2.5 MB): each expert's rows are packed
         // in runs of whole panels, one per thread (rows 0-255 and 256-519 with two threads).
-        let wide = ModelSpec(
-            name: "wide", tables: [], features: [.dense("x", width: 600)],
-            architecture: Architecture(
-                type: .mmoe,
-                experts: [MLP(layers: [.linear(units: 520, bias: true), .relu]), MLP(layers: [.linear(units: 520, bias: true), .relu])],
-                gates: [MLP(layers: [.linear(units: 2, bias: true)])],
-                towers: [MLP(layers: [.linear(units: 1, bias: true)])]),
-            tasks: [TaskHead(name: "y", head: .identity)])
+        let wide = KernelPathTests.large
         let clean = try randomTensors(for: wide, seed: 3)
         func refusal(_ changes: [(name: String, index: Int)]) throws -> ModelError? {
             var tensors = clean
