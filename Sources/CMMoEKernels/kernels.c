@@ -184,20 +184,41 @@ void row_epilogue(__m256 c0, __m256 c1, float *out, int accumulate, int last, co
     }
 }
 
+/* A bfloat16 panel row (16 values, 32 bytes) read as eight 32-bit lanes: its even columns as
+   float32 (each lane shifted left by 16) and its odd ones (each lane's low half cleared). */
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256 bf16_even(__m256i lanes) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(lanes, 16));
+}
+
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256 bf16_odd(__m256i lanes) {
+    return _mm256_castsi256_ps(_mm256_and_si256(lanes, _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256i bf16_row(const unsigned short *row) {
+    return _mm256_loadu_si256((const __m256i *)(const void *)row);
+}
+
+/* `row_epilogue` for sums kept by column parity (even: columns 0 2 .. 14, odd: 1 3 .. 15):
+   interleaved back into column order first. */
+static inline __attribute__((always_inline, target("avx2,fma")))
+void row_epilogue_paired(__m256 even, __m256 odd, float *out, int accumulate, int last, const float *bias, int relu, int valid) {
+    __m256 low = _mm256_unpacklo_ps(even, odd); /* 0 1 2 3 | 8 9 10 11 */
+    __m256 up = _mm256_unpackhi_ps(even, odd);  /* 4 5 6 7 | 12 13 14 15 */
+    row_epilogue(_mm256_permute2f128_ps(low, up, 0x20), _mm256_permute2f128_ps(low, up, 0x31), out, accumulate, last, bias, relu, valid);
+}
+
 /* The MR x NR tile over a bfloat16 panel, widened as in `row_tile_bf16`: one load and two
    operations give a panel row's even and odd columns as float32, and each row keeps an even
    and an odd accumulator (the same twelve registers as the float32 tile). */
 __attribute__((target("avx2,fma")))
 static void tile_bf16(int kc, const float *a, int lda, const unsigned short *bp, float *out, int ldo, int accumulate, int last, const float *bias,
                       int relu) {
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 e[MR], o[MR];
     for (int i = 0; i < MR; i++) e[i] = o[i] = _mm256_setzero_ps();
     const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
     for (int kk = 0; kk < kc; kk++) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)kk * NR));
-        __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-        __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+        __m256i w = bf16_row(bp + (size_t)kk * NR);
+        __m256 we = bf16_even(w), wo = bf16_odd(w);
         __m256 x;
         x = _mm256_broadcast_ss(a0 + kk); e[0] = _mm256_fmadd_ps(x, we, e[0]); o[0] = _mm256_fmadd_ps(x, wo, o[0]);
         x = _mm256_broadcast_ss(a1 + kk); e[1] = _mm256_fmadd_ps(x, we, e[1]); o[1] = _mm256_fmadd_ps(x, wo, o[1]);
@@ -206,12 +227,7 @@ static void tile_bf16(int kc, const float *a, int lda, const unsigned short *bp,
         x = _mm256_broadcast_ss(a4 + kk); e[4] = _mm256_fmadd_ps(x, we, e[4]); o[4] = _mm256_fmadd_ps(x, wo, o[4]);
         x = _mm256_broadcast_ss(a5 + kk); e[5] = _mm256_fmadd_ps(x, we, e[5]); o[5] = _mm256_fmadd_ps(x, wo, o[5]);
     }
-    for (int i = 0; i < MR; i++) {
-        __m256 low = _mm256_unpacklo_ps(e[i], o[i]);
-        __m256 up = _mm256_unpackhi_ps(e[i], o[i]);
-        row_epilogue(_mm256_permute2f128_ps(low, up, 0x20), _mm256_permute2f128_ps(low, up, 0x31), out + (size_t)i * ldo, accumulate, last,
-                     bias, relu, NR);
-    }
+    for (int i = 0; i < MR; i++) row_epilogue_paired(e[i], o[i], out + (size_t)i * ldo, accumulate, last, bias, relu, NR);
 }
 
 /* A 1 x NR tile over a float32 panel (batch-1 GEMV rows). */
@@ -255,37 +271,31 @@ static void row_tile_f32(int kc, const float *a, const float *bp, float *out, in
 __attribute__((target("avx2,fma")))
 static void row_tile_bf16(int kc, const float *a, const unsigned short *bp, float *out, int accumulate, int last, const float *bias,
                           int relu, int valid) {
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 e0 = _mm256_setzero_ps(), o0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), o1 = _mm256_setzero_ps();
     __m256 e2 = _mm256_setzero_ps(), o2 = _mm256_setzero_ps(), e3 = _mm256_setzero_ps(), o3 = _mm256_setzero_ps();
     int kk = 0;
     for (; kk + 3 < kc; kk += 4) {
-        __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)kk * NR));
-        __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)(kk + 1) * NR));
-        __m256i w2 = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)(kk + 2) * NR));
-        __m256i w3 = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)(kk + 3) * NR));
+        __m256i w0 = bf16_row(bp + (size_t)kk * NR), w1 = bf16_row(bp + (size_t)(kk + 1) * NR);
+        __m256i w2 = bf16_row(bp + (size_t)(kk + 2) * NR), w3 = bf16_row(bp + (size_t)(kk + 3) * NR);
         __m256 x0 = _mm256_broadcast_ss(a + kk), x1 = _mm256_broadcast_ss(a + kk + 1);
         __m256 x2 = _mm256_broadcast_ss(a + kk + 2), x3 = _mm256_broadcast_ss(a + kk + 3);
-        e0 = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), e0);
-        o0 = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_and_si256(w0, high)), o0);
-        e1 = _mm256_fmadd_ps(x1, _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)), e1);
-        o1 = _mm256_fmadd_ps(x1, _mm256_castsi256_ps(_mm256_and_si256(w1, high)), o1);
-        e2 = _mm256_fmadd_ps(x2, _mm256_castsi256_ps(_mm256_slli_epi32(w2, 16)), e2);
-        o2 = _mm256_fmadd_ps(x2, _mm256_castsi256_ps(_mm256_and_si256(w2, high)), o2);
-        e3 = _mm256_fmadd_ps(x3, _mm256_castsi256_ps(_mm256_slli_epi32(w3, 16)), e3);
-        o3 = _mm256_fmadd_ps(x3, _mm256_castsi256_ps(_mm256_and_si256(w3, high)), o3);
+        e0 = _mm256_fmadd_ps(x0, bf16_even(w0), e0);
+        o0 = _mm256_fmadd_ps(x0, bf16_odd(w0), o0);
+        e1 = _mm256_fmadd_ps(x1, bf16_even(w1), e1);
+        o1 = _mm256_fmadd_ps(x1, bf16_odd(w1), o1);
+        e2 = _mm256_fmadd_ps(x2, bf16_even(w2), e2);
+        o2 = _mm256_fmadd_ps(x2, bf16_odd(w2), o2);
+        e3 = _mm256_fmadd_ps(x3, bf16_even(w3), e3);
+        o3 = _mm256_fmadd_ps(x3, bf16_odd(w3), o3);
     }
     for (; kk < kc; kk++) {
-        __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(bp + (size_t)kk * NR));
+        __m256i w0 = bf16_row(bp + (size_t)kk * NR);
         __m256 x0 = _mm256_broadcast_ss(a + kk);
-        e0 = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), e0);
-        o0 = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_and_si256(w0, high)), o0);
+        e0 = _mm256_fmadd_ps(x0, bf16_even(w0), e0);
+        o0 = _mm256_fmadd_ps(x0, bf16_odd(w0), o0);
     }
-    __m256 even = _mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)); /* columns 0 2 4 6 | 8 10 12 14 */
-    __m256 odd = _mm256_add_ps(_mm256_add_ps(o0, o1), _mm256_add_ps(o2, o3));  /* columns 1 3 5 7 | 9 11 13 15 */
-    __m256 low = _mm256_unpacklo_ps(even, odd);                                 /* 0 1 2 3 | 8 9 10 11 */
-    __m256 up = _mm256_unpackhi_ps(even, odd);                                  /* 4 5 6 7 | 12 13 14 15 */
-    row_epilogue(_mm256_permute2f128_ps(low, up, 0x20), _mm256_permute2f128_ps(low, up, 0x31), out, accumulate, last, bias, relu, valid);
+    row_epilogue_paired(_mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)), _mm256_add_ps(_mm256_add_ps(o0, o1), _mm256_add_ps(o2, o3)),
+                        out, accumulate, last, bias, relu, valid);
 }
 
 __attribute__((target("avx2,fma")))

@@ -344,9 +344,10 @@ public final class Model: Sendable {
         let ordered = inputs.map { batch[$0.feature.name] }
         func known(_ name: String) -> Bool { featureIndex[name] != nil && (only?.contains(name) ?? true) }
         // Every name is known when the batch holds no more names than it holds of the model's
-        // (distinct) features; otherwise the first unknown one in sorted order is reported.
+        // features (distinct: the spec's validation refuses a name given twice); otherwise the
+        // first unknown one in sorted order is reported.
         let present = ordered.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
-        if only != nil || featureIndex.count != inputs.count || batch.count != present {
+        if only != nil || batch.count != present {
             for name in batch.keys.sorted() where !known(name) { throw .unknownFeature(name) }
         }
         if case .useRow(let row) = options.unknownIDs {

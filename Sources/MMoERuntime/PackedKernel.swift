@@ -195,9 +195,9 @@ enum PackedKernel {
         let failures = Locked<[(piece: Int, index: Int)]>([])
         let fill = { (destination: UnsafeMutableBufferPointer<Float>) in
             guard let d = destination.baseAddress else { return }
-            let runCount = runs.count
-            WorkerPool.run(parts: min(parts, runCount)) { share in
-                for position in stride(from: share, to: runCount, by: min(parts, runCount)) {
+            let shares = min(parts, runs.count)
+            WorkerPool.run(parts: shares) { share in
+                for position in stride(from: share, to: runs.count, by: shares) {
                     let run = runs[position]
                     let piece = pieces[run.piece]
                     let weight = piece.weight
@@ -207,7 +207,9 @@ enum PackedKernel {
                         // An empty array may still have a base address: no factors means NULL.
                         let rowFactors = factors.isEmpty ? nil : factors.baseAddress.map { $0 + run.first }
                         let pack = { (source: UnsafeRawPointer) in
-                            mmoe_pack_bt(source + run.first * inputs * 4, Int32(inputs), Int32(run.count), rowFactors, target)
+                            mmoe_pack_bt(
+                                source + run.first * inputs * MemoryLayout<Float>.stride, Int32(inputs), Int32(run.count), rowFactors,
+                                target)
                         }
                         if let values = materialized[run.piece] {
                             return values.withUnsafeBytes { source in source.baseAddress.map(pack) ?? -1 }

@@ -61,15 +61,17 @@ extension Model {
         let userSide = userFeatures ?? spec.userFeatures
         for name in userSide.sorted() where featureIndex[name] == nil { throw .unknownFeature(name) }
         let itemSide = Set(spec.features.map(\.name)).subtracting(userSide)
-        let userRows = try checkBatch(user, options: options, only: userSide).rows
-        guard userSide.isEmpty || userRows == 1 else {
+        let userChecked = try checkBatch(user, options: options, only: userSide)
+        guard userSide.isEmpty || userChecked.rows == 1 else {
             let name = userSide.sorted().first ?? ""
             throw .wrongShape(
                 feature: name, expected: "one row: the user's features are given once per request", actual: user[name]?.shape ?? [])
         }
-        let rows = try checkBatch(candidates, options: options, only: itemSide).rows
+        let candidatesChecked = try checkBatch(candidates, options: options, only: itemSide)
+        let rows = candidatesChecked.rows
         let score = try scoreOutput(output)
-        var ordered = inputs.map { candidates[$0.feature.name] ?? user[$0.feature.name] }
+        // Both batches' arrays in plan order, as their checks looked them up.
+        var ordered = zip(candidatesChecked.ordered, userChecked.ordered).map { $0 ?? $1 }
         var shared = false
         let prediction: Prediction
         if !userSide.isEmpty, !itemSide.isEmpty, let plan = rankPlan(userSide: userSide) {
@@ -79,7 +81,7 @@ extension Model {
         } else {
             // Repeat the user's row on every candidate.
             for (index, plan) in inputs.enumerated() where userSide.contains(plan.feature.name) {
-                guard let array = user[plan.feature.name] else { throw .missingFeature(plan.feature.name) }
+                guard let array = userChecked.ordered[index] else { throw .missingFeature(plan.feature.name) }
                 ordered[index] = array.row(0).repeated(rows: rows)
             }
             prediction = try execute(rows: rows, ordered: ordered, options: options, rank: nil)
