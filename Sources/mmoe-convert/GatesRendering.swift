@@ -181,7 +181,12 @@ enum GatesRendering {
         page += svg(report, title: "all \(report.examples) examples") + "\n"
         page += "<pre>\(escape(table(report)))</pre>\n"
         page +=
-            "<h2>Unused experts</h2>\n<p>\(report.unused.isEmpty ? "none" : report.unused.map { "level \($0.level) \(escape($0.expert)) (\(String(format: "%.3f", $0.meanWeight)))" }.joined(separator: ", "))</p>\n"
+            "<h2>Unused experts</h2>\n<p>"
+            + (report.unused.isEmpty
+                ? "none"
+                : report.unused.map { "level \($0.level) \(escape($0.expert)) (\(String(format: "%.3f", $0.meanWeight)))" }.joined(
+                    separator: ", "))
+            + "</p>\n"
         if let feature {
             page += "<h2>By \(escape(feature))</h2>\n"
             for slice in slices {

@@ -213,7 +213,8 @@ struct CommandLineTests {
         for i in score.indices { #expect(abs(Double(score[i]) - Double(ctr[i]) * Double(ctcvr[i]).squareRoot()) < 1e-6) }
         // JSON with a clip; the score replaces one of the same name.
         let json =
-            #"{"name": "score", "kind": "weighted_sum", "terms": [{"output": "ctr", "weight": 1, "max": 0.5}, {"output": "ctcvr", "weight": 3}]}"#
+            #"{"name": "score", "kind": "weighted_sum", "terms": "#
+            + #"[{"output": "ctr", "weight": 1, "max": 0.5}, {"output": "ctcvr", "weight": 3}]}"#
         let again = folder.file("esmm2.mmoe")
         #expect(try mmoeConvert(["convert", model, "-o", again, "--fusion", json]).status == 0)
         #expect(try mmoeConvert(["predict", again, "--inputs", esmm + "/inputs.npz", "-o", predictions]).status == 0)
@@ -285,7 +286,7 @@ struct CommandLineTests {
     }
 
     @Test(
-        "preprocessing stored with the model: raw values through vocabularies and a scaler equal the ids; unknown values counted; .mmoe and HDF5 keep it"
+        "stored preprocessing: raw values through vocabularies and a scaler equal the ids; unknowns counted; .mmoe and HDF5 keep it"
     )
     func preprocessing() throws {
         let folder = try TemporaryFolder()

@@ -80,7 +80,8 @@ public enum SampleSpecs {
                 OutputSpec(
                     name: "score",
                     fusion: Fusion(
-                        kind: .weightedSum, terms: [.init(output: "click", weight: 2), .init(output: "like_drama", weight: 0.5, max: 0.3)])),
+                        kind: .weightedSum,
+                        terms: [.init(output: "click", weight: 2), .init(output: "like_drama", weight: 0.5, max: 0.3)])),
             ])
     }
 

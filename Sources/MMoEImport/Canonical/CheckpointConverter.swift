@@ -304,7 +304,10 @@ enum CheckpointConverter {
                 throw .mismatch(
                     path: conversionSpecPath,
                     reason:
-                        "task '\(task.name)' is \(task.head == .sigmoid ? "binary (sigmoid)" : "regression (no sigmoid)") in the conversion spec, but the graph's output column \(spec.tasks.firstIndex { $0.name == task.name } ?? 0) \(hasSigmoid ? "passes through a sigmoid" : "has no sigmoid") (\(path))"
+                        "task '\(task.name)' is \(task.head == .sigmoid ? "binary (sigmoid)" : "regression (no sigmoid)") "
+                        + "in the conversion spec, "
+                        + "but the graph's output column \(spec.tasks.firstIndex { $0.name == task.name } ?? 0) "
+                        + "\(hasSigmoid ? "passes through a sigmoid" : "has no sigmoid") (\(path))"
                 )
             default:
                 continue

@@ -257,7 +257,10 @@ public enum TFCheckpointReader {
             throw .mismatch(
                 path: indexPath,
                 reason:
-                    "the checkpoint holds no model weights, only training state (\(trainingState) optimizer variables and counters)\(writtenByKeras3 || trainingState > 0 ? "; Keras 3 does not write a model's weights into a tf.train.Checkpoint: convert the .weights.h5 or .keras file" : "")"
+                    "the checkpoint holds no model weights, only training state (\(trainingState) optimizer variables and counters)"
+                    + (writtenByKeras3 || trainingState > 0
+                        ? "; Keras 3 does not write a model's weights into a tf.train.Checkpoint: convert the .weights.h5 or .keras file"
+                        : "")
             )
         }
         var checkpoint = SourceCheckpoint(

@@ -52,7 +52,8 @@ public enum TorchArchiveReader {
             notes.append(
                 ImportNote(
                     .ignored,
-                    "training state: \(skipped.prefix(12).map { String($0.prefix(64)) }.joined(separator: ", "))\(skipped.count > 12 ? ", ..." : "")"
+                    "training state: \(skipped.prefix(12).map { String($0.prefix(64)) }.joined(separator: ", "))"
+                        + (skipped.count > 12 ? ", ..." : "")
                 ))
         }
         if let other = averaged.first(where: { $0 != key }) {
@@ -85,7 +86,9 @@ public enum TorchArchiveReader {
             throw .malformed(
                 path: path, offset: nil,
                 reason:
-                    "\(pickles.count) data.pkl members (\(pickles.prefix(3).map { "'\(String($0.name.prefix(64)))'" }.joined(separator: ", "))): a torch.save archive has one"
+                    "\(pickles.count) data.pkl members ("
+                    + pickles.prefix(3).map { "'\(String($0.name.prefix(64)))'" }.joined(separator: ", ")
+                    + "): a torch.save archive has one"
             )
         }
         let prefix = String(pickle.name.dropLast("data.pkl".count))

@@ -65,7 +65,9 @@ struct DeepCTRImporter {
             throw .mismatch(
                 path: path,
                 reason:
-                    "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)"
+                    "\(layer): the conversion spec says dnn_use_bn but the checkpoint has no BatchNormalization weights for it "
+                    + "(a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; "
+                    + "convert the .weights.h5 or .keras file instead)"
             )
         }
         var parts: [LayerPart] = []
@@ -102,7 +104,9 @@ struct DeepCTRImporter {
                     throw .mismatch(
                         path: path,
                         reason:
-                            "\(layer): activation \(activation) but the checkpoint has no \(activation) weights for hidden layer \(i) (a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; convert the .weights.h5 or .keras file instead)"
+                            "\(layer): activation \(activation) but the checkpoint has no \(activation) weights for hidden layer \(i) "
+                            + "(a TF checkpoint written by Keras 3 loses the weights DeepCTR keeps in Python lists; "
+                            + "convert the .weights.h5 or .keras file instead)"
                     )
                 default: throw .unsupported(path: conversion.file, reason: "DeepCTR activation '\(activation)'")
                 }

@@ -270,7 +270,9 @@ enum OnnxRecovery {
             notes.append(
                 ImportNote(
                     .inferred,
-                    "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout (\(unnamed.prefix(6).joined(separator: ", "))\(unnamed.count > 6 ? ", ..." : "")); a native mapping can name them"
+                    "\(unnamed.count) parameters have no name and no module in the graph and keep their ONNX names and layout ("
+                        + unnamed.prefix(6).joined(separator: ", ") + (unnamed.count > 6 ? ", ..." : "")
+                        + "); a native mapping can name them"
                 ))
         }
         if slopesByLayer > 0 {
